@@ -1,0 +1,18 @@
+"""Feature extractors: ResNet-18/34/50/101/152 (shortcut options A/B/C, plain) and VGG-16.
+
+This package knows nothing about detection.
+"""
+
+from .build import build_backbone, build_classifier, list_backbones, stage_names
+from .norm import FrozenBatchNorm2d
+from .weights import LoadReport, load_pretrained
+
+__all__ = [
+    "FrozenBatchNorm2d",
+    "LoadReport",
+    "build_backbone",
+    "build_classifier",
+    "list_backbones",
+    "load_pretrained",
+    "stage_names",
+]

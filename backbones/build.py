@@ -1,0 +1,131 @@
+"""Building backbones and ImageNet classifiers by name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from torch import nn
+
+from .norm import NORMS, freeze
+from .resnet import RESNET_SPECS, SHORTCUTS, STAGES, ResNet, ResNetClassifier
+from .vgg import VGG, VGG_SPECS, VGG_STAGES, VGGClassifier
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by build_backbone and build_classifier."""
+    return [*RESNET_SPECS, *VGG_SPECS]
+
+
+def stage_names(name: str) -> list[str]:
+    """Feature names a backbone can return, in network order."""
+    _check_name(name)
+    return list(STAGES if name in RESNET_SPECS else VGG_STAGES)
+
+
+def _did_you_mean(value: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_name(name: str) -> None:
+    if name not in RESNET_SPECS and name not in VGG_SPECS:
+        raise ValueError(
+            f"unknown backbone {name!r}{_did_you_mean(str(name), list_backbones())}; "
+            f"valid names: {', '.join(list_backbones())}"
+        )
+
+
+def _check_options(
+    name: str,
+    out_features: Sequence[str] | None,
+    shortcut: str,
+    freeze_at: int,
+    norm: str,
+    stride_in_1x1: bool,
+) -> None:
+    _check_name(name)
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    stages = stage_names(name)
+    for f in out_features or ():
+        if f not in stages:
+            raise ValueError(
+                f"{name} has no feature {f!r}{_did_you_mean(str(f), stages)}; "
+                f"its features are {', '.join(stages)}"
+            )
+    if not isinstance(freeze_at, int) or not 0 <= freeze_at <= len(stages):
+        raise ValueError(
+            f"freeze_at must be an integer in 0..{len(stages)} for {name}, got {freeze_at!r}"
+        )
+    if name in VGG_SPECS:
+        if shortcut != "B":
+            raise ValueError(f"{name} has no shortcut connections: leave shortcut at 'B'")
+        if stride_in_1x1:
+            raise ValueError(f"{name} has no 1x1 convolutions: stride_in_1x1 must be false")
+
+
+def _freeze_stages(backbone: nn.Module, freeze_at: int) -> None:
+    """Freeze the first `freeze_at` stages: gradients off and BatchNorm made FrozenBatchNorm2d."""
+    if freeze_at <= 0:
+        return
+    if isinstance(backbone, ResNet):
+        for stage in backbone.stage_names[:freeze_at]:
+            setattr(backbone, stage, freeze(getattr(backbone, stage)))
+    else:
+        end = backbone.stage_ends[VGG_STAGES[freeze_at - 1]]
+        for i in range(end + 1):
+            backbone.features[i] = freeze(backbone.features[i])
+
+
+def build_backbone(
+    name: str,
+    *,
+    out_features: Sequence[str] | None = None,
+    shortcut: str = "B",
+    freeze_at: int = 0,
+    norm: str = "BN",
+    stride_in_1x1: bool = False,
+) -> nn.Module:
+    """A feature extractor whose forward gives {feature name: map}.
+
+    The module has `out_channels` and `strides` (dicts keyed like the output). `out_features`
+    defaults to the last stage ("res5" for ResNets, "conv5" for VGG-16). `norm` applies where the
+    network has normalization layers (not plain vgg16).
+    """
+    _check_options(name, out_features, shortcut, freeze_at, norm, stride_in_1x1)
+    if name in RESNET_SPECS:
+        backbone: nn.Module = ResNet(
+            name,
+            out_features=out_features,
+            shortcut=shortcut,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+        )
+    else:
+        backbone = VGG(name, out_features=out_features, norm=norm)
+    _freeze_stages(backbone, freeze_at)
+    return backbone
+
+
+def build_classifier(
+    name: str,
+    num_classes: int = 1000,
+    *,
+    shortcut: str = "B",
+    freeze_at: int = 0,
+    norm: str = "BN",
+    stride_in_1x1: bool = False,
+) -> nn.Module:
+    """The ImageNet classifier of `name` (backbone, pooling, fc layers) for checks and transfer."""
+    _check_options(name, None, shortcut, freeze_at, norm, stride_in_1x1)
+    if name in RESNET_SPECS:
+        model: nn.Module = ResNetClassifier(
+            name, num_classes, shortcut=shortcut, norm=norm, stride_in_1x1=stride_in_1x1
+        )
+    else:
+        model = VGGClassifier(name, num_classes, norm=norm)
+    _freeze_stages(model.backbone, freeze_at)
+    return model

@@ -1,0 +1,90 @@
+"""Normalization layers: FrozenBatchNorm2d, the norm factory, and BN freezing helpers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NORMS = ("BN", "FrozenBN", "GN")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (all buffers, no gradients).
+
+    The arithmetic follows torchvision.ops.FrozenBatchNorm2d operation for operation so that
+    detectors built on it give bit-identical outputs to torchvision's.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # BatchNorm checkpoints carry a step counter that has no meaning once frozen.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.reshape(1, -1, 1, 1)
+        b = self.bias.reshape(1, -1, 1, 1)
+        rv = self.running_var.reshape(1, -1, 1, 1)
+        rm = self.running_mean.reshape(1, -1, 1, 1)
+        scale = w * (rv + self.eps).rsqrt()
+        bias = b - rm * scale
+        return x * scale + bias
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+        frozen = cls(bn.num_features, bn.eps)
+        if bn.affine:
+            frozen.weight.copy_(bn.weight.detach())
+            frozen.bias.copy_(bn.bias.detach())
+        if bn.track_running_stats:
+            frozen.running_mean.copy_(bn.running_mean)
+            frozen.running_var.copy_(bn.running_var)
+        return frozen.to(bn.weight.device if bn.affine else bn.running_mean.device)
+
+
+def make_norm(norm: str, channels: int) -> nn.Module:
+    """The normalization layer named by `norm` ("BN", "FrozenBN" or "GN") for `channels`."""
+    if norm == "BN":
+        return nn.BatchNorm2d(channels)
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(channels)
+    if norm == "GN":
+        # 32 groups as in Wu & He (2018), fewer where the width does not allow it.
+        groups = 32
+        while channels % groups:
+            groups //= 2
+        return nn.GroupNorm(groups, channels)
+    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d inside `module` (or `module` itself) by a FrozenBatchNorm2d."""
+    if isinstance(module, nn.BatchNorm2d | nn.SyncBatchNorm):
+        return FrozenBatchNorm2d.from_batchnorm(module)
+    for name, child in module.named_children():
+        new_child = convert_frozen_batchnorm(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop all gradients into `module` and fix its BatchNorm statistics."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return convert_frozen_batchnorm(module)

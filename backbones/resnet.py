@@ -1,0 +1,267 @@
+"""ResNet-18/34/50/101/152 after He et al. (2016), with the paper's shortcut options and plain nets.
+
+Block internals use torchvision's parameter names (conv1, bn1, ..., downsample.0/1) so that
+ImageNet checkpoints map onto these modules by renaming stages only (see weights.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .norm import make_norm
+
+SHORTCUTS = ("A", "B", "C", "none")
+STAGES = ("stem", "res2", "res3", "res4", "res5")
+STAGE_STRIDES = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
+
+# name -> (block type, blocks per stage res2..res5)
+RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: identity with stride subsampling, extra channels filled with zeros (no params)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_channels - self.in_channels
+        if extra > 0:
+            x = F.pad(x, (0, 0, 0, 0, 0, extra))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
+
+
+def make_shortcut(
+    shortcut: str, in_channels: int, out_channels: int, stride: int, norm: str
+) -> nn.Module | None:
+    """The shortcut branch of one block; None means identity (or no shortcut for "none")."""
+    changes_shape = stride != 1 or in_channels != out_channels
+    if shortcut == "none":
+        return None
+    if shortcut == "C" or (shortcut == "B" and changes_shape):
+        return nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+            make_norm(norm, out_channels),
+        )
+    if shortcut == "A" and changes_shape:
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    return None
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        norm: str = "BN",
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = make_norm(norm, channels)
+        self.conv2 = nn.Conv2d(channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = make_norm(norm, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_shortcut(shortcut, in_channels, out_channels, stride, norm)
+        self.residual = shortcut != "none"
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        norm: str = "BN",
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        # The original MSRA/Caffe models put the stride on the first 1x1; torchvision on the 3x3.
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, stride=s1, bias=False)
+        self.bn1 = make_norm(norm, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=s3, padding=1, bias=False)
+        self.bn2 = make_norm(norm, channels)
+        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
+        self.bn3 = make_norm(norm, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_shortcut(shortcut, in_channels, out_channels, stride, norm)
+        self.residual = shortcut != "none"
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class Stem(nn.Module):
+    """7x7/2 convolution, norm, ReLU, 3x3/2 max pool: total stride 4."""
+
+    def __init__(self, norm: str = "BN", out_channels: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, out_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = make_norm(norm, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+
+def make_stage(
+    block: str,
+    num_blocks: int,
+    in_channels: int,
+    channels: int,
+    stride: int,
+    *,
+    shortcut: str = "B",
+    norm: str = "BN",
+    stride_in_1x1: bool = False,
+) -> nn.Sequential:
+    """One ResNet stage: `num_blocks` blocks, the first one with `stride`."""
+    cls = BasicBlock if block == "basic" else Bottleneck
+    blocks = []
+    for i in range(num_blocks):
+        blocks.append(
+            cls(
+                in_channels,
+                channels,
+                stride if i == 0 else 1,
+                shortcut=shortcut,
+                norm=norm,
+                stride_in_1x1=stride_in_1x1,
+            )
+        )
+        in_channels = channels * cls.expansion
+    return nn.Sequential(*blocks)
+
+
+def init_weights(module: nn.Module) -> None:
+    """torchvision's ResNet initialisation (He normal, fan-out; norms at identity)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            # nn.Linear's own default, as torchvision leaves fc untouched
+            m.reset_parameters()
+
+
+class ResNet(nn.Module):
+    """ResNet feature extractor: returns {stage name: feature map} for `out_features`.
+
+    Stages after the last requested one are not built (their checkpoint keys are reported as
+    unused by `load_pretrained`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        out_features: Sequence[str] | None = None,
+        shortcut: str = "B",
+        norm: str = "BN",
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        block, depths = RESNET_SPECS[name]
+        out_features = list(out_features) if out_features else ["res5"]
+        last = max(STAGES.index(f) for f in out_features)
+        self.arch_name = name
+        self.out_features = out_features
+        self.shortcut = shortcut
+        self.stem = Stem(norm)
+        channels = {"stem": self.stem.out_channels}
+        in_channels = self.stem.out_channels
+        for i, stage in enumerate(STAGES[1 : last + 1]):
+            width = 64 * 2**i
+            stride = 1 if i == 0 else 2
+            layer = make_stage(
+                block,
+                depths[i],
+                in_channels,
+                width,
+                stride,
+                shortcut=shortcut,
+                norm=norm,
+                stride_in_1x1=stride_in_1x1,
+            )
+            self.add_module(stage, layer)
+            in_channels = layer[-1].out_channels
+            channels[stage] = in_channels
+        self.stage_names = list(STAGES[: last + 1])
+        self.out_channels = {f: channels[f] for f in out_features}
+        self.strides = {f: STAGE_STRIDES[f] for f in out_features}
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = {}
+        for stage in self.stage_names:
+            x = getattr(self, stage)(x)
+            if stage in self.out_channels:
+                outputs[stage] = x
+        return outputs
+
+
+class ResNetClassifier(nn.Module):
+    """The ImageNet classifier: ResNet, global average pool, fc."""
+
+    def __init__(self, name: str, num_classes: int = 1000, **options) -> None:
+        super().__init__()
+        self.arch_name = name
+        self.backbone = ResNet(name, out_features=["res5"], **options)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.backbone.out_channels["res5"], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.backbone(x)["res5"])
+        return self.fc(torch.flatten(x, 1))

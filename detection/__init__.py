@@ -1,0 +1,1 @@
+"""Faster R-CNN on top of the `backbones` package: config, modeling, data, engine, evaluation."""

@@ -1,0 +1,72 @@
+"""load_pretrained: reports, mismatches, wrappers and hostile files."""
+
+import pytest
+import torch
+import torchvision
+
+from backbones import build_backbone, build_classifier, load_pretrained
+from backbones.vgg import VGGHead
+
+
+def test_shape_mismatch_names_tensor_and_shapes(tmp_path):
+    path = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(ValueError, match=r"tensor 'backbone\.res2\.0\.conv1\.weight'") as e:
+        load_pretrained(build_classifier("resnet18"), path)
+    assert "in the checkpoint but" in str(e.value)
+
+
+def test_num_classes_mismatch(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(ValueError, match=r"'fc\.weight' has shape \(1000, 512\).*\(10, 512\)"):
+        load_pretrained(build_classifier("resnet18", num_classes=10), path)
+
+
+def test_wrapped_and_ddp_checkpoints_and_our_own_layout(tmp_path):
+    src = build_classifier("resnet18").eval()
+    x = torch.randn(1, 3, 32, 32)
+    ddp = {"module." + k: v for k, v in src.state_dict().items()}
+    torch.save({"model": ddp, "iteration": 3}, tmp_path / "ckpt.pth")
+    dst = build_classifier("resnet18")
+    report = load_pretrained(dst, tmp_path / "ckpt.pth")
+    assert not report.missing and not report.unexpected
+    with torch.no_grad():
+        torch.testing.assert_close(dst.eval()(x), src(x))
+
+
+def test_vgg_head_takes_fc6_fc7(tmp_path):
+    tv = torchvision.models.vgg16()
+    torch.save(tv.state_dict(), tmp_path / "vgg.pth")
+    head = VGGHead()
+    report = load_pretrained(head, tmp_path / "vgg.pth")
+    assert report.loaded == ["fc6.bias", "fc6.weight", "fc7.bias", "fc7.weight"]
+    assert torch.equal(head.fc7.weight, tv.classifier[3].weight)
+
+
+def test_group_norm_backbone_reports_bn_statistics(tmp_path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    report = load_pretrained(build_backbone("resnet18", norm="GN"), tmp_path / "r18.pth")
+    assert "backbone.stem.bn1.running_mean" in report.unexpected
+    assert "loaded" in str(report) and "unexpected" in str(report)
+
+
+def test_unknown_weights_name_and_missing_file():
+    with pytest.raises(ValueError, match="available: IMAGENET1K_V1"):
+        load_pretrained(build_backbone("resnet18"), "IMAGENET9K")
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_pretrained(build_backbone("resnet18"), "nowhere/r18.pth")
+
+
+def test_pickle_payload_is_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": Payload()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_pretrained(build_backbone("resnet18"), path)
+    assert not marker.exists()
