@@ -1,0 +1,359 @@
+"""Loading configs: YAML files with `_base_` inheritance, `key=value` overrides, strict checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.catalog import DATASETS
+from .schema import Config
+
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message says what, where and how to fix it."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections included."""
+    keys = []
+    hints = _hints(cls)
+    for name in _fields(cls):
+        key = prefix + name
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[name]):
+            keys.extend(all_keys(hints[name], key + "."))
+    return keys
+
+
+def field_docs(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, one-line description, default) for every leaf field."""
+    out = []
+    hints = _hints(cls)
+    default = cls()
+    for name, f in _fields(cls).items():
+        key = prefix + name
+        if dataclasses.is_dataclass(hints[name]):
+            out.extend(field_docs(hints[name], key + "."))
+        else:
+            doc = f.metadata.get("doc", "")
+            if f.metadata.get("choices"):
+                doc += f" (one of: {', '.join(map(str, f.metadata['choices']))})"
+            out.append((key, doc, getattr(default, name)))
+    return out
+
+
+def _suggest(key: str) -> str:
+    """' Did you mean X?' for the closest valid dotted key (by full key, then by last part)."""
+    keys = [k for k in all_keys() if k.count(".") == key.count(".")] or all_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not close:
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1)]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)  # the safe loader: python object tags are refused
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML (only plain values are allowed): {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got a {kind}")
+    return data
+
+
+def _check_keys(data: Mapping[str, Any], cls: type, prefix: str, source: str) -> None:
+    """Every key of `data` exists in the schema `cls` (recursively)."""
+    fields = _fields(cls)
+    hints = _hints(cls)
+    for name, value in data.items():
+        key = prefix + str(name)
+        if name not in fields:
+            # suggest from the deepest key given: model.backbon.name -> model.backbone.name
+            full = key
+            while isinstance(value, Mapping) and len(value) == 1:
+                sub, value = next(iter(value.items()))
+                full += f".{sub}"
+            raise ConfigError(f"unknown config key '{full}' in {source}{_suggest(full)}")
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"'{key}' in {source} is a section and must be a mapping of keys, got {value!r}"
+                )
+            _check_keys(value, hints[name], key + ".", source)
+
+
+def _merge(base: dict, child: Mapping, sources: dict, source: str, prefix: str = "") -> None:
+    """Merge `child` into `base`: sections recursively, other values (lists too) replaced."""
+    for name, value in child.items():
+        key = prefix + name
+        if isinstance(value, Mapping) and isinstance(base.get(name), dict):
+            _merge(base[name], value, sources, source, key + ".")
+        elif isinstance(value, Mapping):
+            base[name] = {}
+            _merge(base[name], value, sources, source, key + ".")
+        else:
+            base[name] = value
+            sources[key] = source
+
+
+def _load_file(path: Path, sources: dict, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"_base_ cycle: {cycle}")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if isinstance(bases, str):
+        bases = [bases]
+    if bases is not None and not (
+        isinstance(bases, list) and all(isinstance(b, str) for b in bases)
+    ):
+        raise ConfigError(f"{path}: _base_ must be a relative path or a list, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases or ():
+        base_path = path.parent / base
+        if not base_path.exists():
+            raise ConfigError(f"{path}: _base_ file not found: {base} (looked at {base_path})")
+        _merge(merged, _load_file(base_path, sources, (*chain, path)), sources, str(base_path))
+    _check_keys(data, Config, "", str(path))
+    # keys set by a file are credited to it; inherited ones keep their base file as source
+    _merge(merged, data, sources, str(path))
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'section.key=value' -> ('section.key', value parsed as YAML)."""
+    if "=" not in text or text.startswith("="):
+        raise ConfigError(
+            f"override {text!r} must look like section.key=value, "
+            "e.g. model.backbone.name=resnet101"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from None
+    return key, value
+
+
+def _apply_override(data: dict, text: str, sources: dict) -> None:
+    key, value = parse_override(text)
+    parts = key.split(".")
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    _check_keys(nested, Config, "", f"override {text!r}")
+    _merge(data, nested, sources, f"override {text!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """`value` checked against (and converted to) the annotation `tp`."""
+
+    def fail() -> typing.NoReturn:
+        raise ConfigError(
+            f"'{key}' (from {source}) must be of type {_type_name(tp)}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                pass
+        fail()
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            fail()
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        fail()
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    raise TypeError(f"schema type {tp!r} of {key} is not supported")  # a bug in schema.py
+
+
+def _build(cls: type, data: Mapping[str, Any], sources: dict, prefix: str = "") -> Any:
+    hints = _hints(cls)
+    kwargs = {}
+    for name, f in _fields(cls).items():
+        if name not in data:
+            continue
+        key = prefix + name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], data[name], sources, key + ".")
+            continue
+        source = sources.get(key, "the defaults")
+        value = _coerce(data[name], hints[name], key, source)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"'{key}' (from {source}) is {value!r}{hint}; allowed values: "
+                f"{', '.join(map(str, choices))}"
+            )
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    """Checks across fields, with the fix in the message."""
+    s = cfg.solver
+    if s.steps != sorted(s.steps):
+        raise ConfigError(f"solver.steps must be increasing, got {s.steps}")
+    if any(v <= 0 for v in (s.ims_per_batch, s.max_iter, s.checkpoint_period)):
+        raise ConfigError("solver.ims_per_batch, solver.max_iter and checkpoint_period must be > 0")
+    if not cfg.input.min_size_train:
+        raise ConfigError("input.min_size_train needs at least one size")
+    m = cfg.model
+    if len(m.pixel_mean) != 3 or len(m.pixel_std) != 3:
+        raise ConfigError("model.pixel_mean and model.pixel_std need 3 values (one per channel)")
+    if len(m.roi_heads.box_reg_weights) != 4:
+        raise ConfigError("model.roi_heads.box_reg_weights needs 4 values (dx, dy, dw, dh)")
+    lo, hi = (m.rpn.iou_thresholds + [None, None])[:2]
+    if len(m.rpn.iou_thresholds) != 2 or lo > hi:
+        raise ConfigError(
+            f"model.rpn.iou_thresholds must be [negative_below, positive_from] with the first "
+            f"<= the second, got {m.rpn.iou_thresholds}"
+        )
+    if m.roi_heads.num_classes < 1:
+        raise ConfigError("model.roi_heads.num_classes must be at least 1")
+    for split in ("train", "test"):
+        d = getattr(cfg.data, split)
+        if d.annotations is None or d.images is None:
+            if d.name not in DATASETS:
+                raise ConfigError(
+                    f"data.{split}: name {d.name!r} is not a registered dataset "
+                    f"({', '.join(DATASETS)}); set a registered name or both "
+                    f"data.{split}.annotations and data.{split}.images"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
+    """The config of YAML file `path` (defaults when None) with `overrides` applied.
+
+    Raises ConfigError naming the file or override for unknown keys, wrong types and
+    values outside an enumeration.
+    """
+    sources: dict[str, str] = {}
+    data = _load_file(Path(path), sources) if path is not None else {}
+    for text in overrides:
+        _apply_override(data, text, sources)
+    cfg = _build(Config, data, sources)
+    _validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "a dict") -> Config:
+    """A Config from a nested dict (e.g. the one embedded in a checkpoint), checked strictly."""
+    data = dict(data)
+    data.pop(BASE_KEY, None)
+    _check_keys(data, Config, "", source)
+    cfg = _build(Config, data, {k: source for k in all_keys()})
+    _validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (for YAML, JSON and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists inline: `steps: [60000, 80000]`."""
+
+
+_Dumper.add_representer(
+    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
+
+
+def dump(cfg: Config, path: str | os.PathLike | None = None) -> str:
+    """The config as YAML text; also written to `path` when given."""
+    text = yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, width=100)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return text
+
+
+def save_config(cfg: Config, output_dir: str | os.PathLike | None = None) -> Path:
+    """Write the resolved config as `<output_dir>/config.yaml` (output_dir from the config)."""
+    path = Path(output_dir if output_dir is not None else cfg.output_dir) / "config.yaml"
+    dump(cfg, path)
+    return path

@@ -1,0 +1,181 @@
+"""The config schema: every field, its type, its default and a one-line description.
+
+Defaults are the ResNet paper's Faster R-CNN C4 setup on COCO (with Detectron2's 1x schedule);
+files under configs/ change what differs. Each field's `doc` is what the README and
+`tools/print_config.py --help-fields` show.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from backbones import list_backbones
+from backbones.norm import NORMS
+from backbones.resnet import SHORTCUTS
+
+
+def opt(default: Any, doc: str, choices: tuple | list | None = None) -> Any:
+    """A schema field: default, one-line description and (for enumerations) allowed values."""
+    meta = {"doc": doc, "choices": tuple(choices) if choices else None}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc, "choices": None})
+
+
+@dataclass
+class BackboneConfig:
+    name: str = opt("resnet50", "backbone network", list_backbones())
+    weights: str | None = opt(
+        None,
+        "ImageNet weights: path to a torchvision .pth, or a torchvision weights name such as "
+        "IMAGENET1K_V1 (downloads); null = random initialisation",
+    )
+    shortcut: str = opt("B", "ResNet shortcut option (paper sec. 3.3); none = plain", SHORTCUTS)
+    norm: str = opt("FrozenBN", "normalization layers of the backbone", NORMS)
+    freeze_at: int = opt(2, "freeze the stem (1) and res2..res<k> (k >= 2); 0 trains everything")
+    stride_in_1x1: bool = opt(False, "stride on the first 1x1 of a bottleneck (MSRA/Caffe layout)")
+
+
+@dataclass
+class NeckConfig:
+    name: str = opt("none", "feature neck: none (C4 / VGG-16 single map) or fpn", ("none", "fpn"))
+    out_channels: int = opt(256, "channels of every FPN level")
+
+
+@dataclass
+class AnchorConfig:
+    sizes: list[list[int]] = opt(
+        [[32, 64, 128, 256, 512]], "anchor sizes in pixels, one list per feature level"
+    )
+    aspect_ratios: list[float] = opt([0.5, 1.0, 2.0], "anchor aspect ratios (height / width)")
+
+
+@dataclass
+class RPNConfig:
+    pre_nms_topk_train: int = opt(12000, "proposals kept before NMS in training (FPN: per level)")
+    post_nms_topk_train: int = opt(2000, "proposals kept after NMS in training, per image")
+    pre_nms_topk_test: int = opt(6000, "proposals kept before NMS at test time (per level for FPN)")
+    post_nms_topk_test: int = opt(1000, "proposals kept after NMS at test time, per image")
+    nms_thresh: float = opt(0.7, "IoU threshold of the proposal NMS")
+    min_box_size: float = opt(1e-3, "proposals smaller than this (pixels) are removed")
+    batch_size_per_image: int = opt(256, "anchors sampled per image for the RPN loss")
+    positive_fraction: float = opt(0.5, "largest fraction of positives among sampled anchors")
+    iou_thresholds: list[float] = opt(
+        [0.3, 0.7], "anchors below the first IoU are negative, at or above the second positive"
+    )
+    smooth_l1_beta: float = opt(1.0 / 9, "smooth-L1 beta of the box loss (0 = L1)")
+
+
+@dataclass
+class RoIHeadsConfig:
+    num_classes: int = opt(80, "object classes, background excluded")
+    batch_size_per_image: int = opt(512, "RoIs sampled per image in training")
+    positive_fraction: float = opt(0.25, "largest fraction of foreground RoIs")
+    iou_threshold: float = opt(0.5, "IoU with a ground-truth box at which a RoI is foreground")
+    pooler_type: str = opt("roi_pool", "RoI feature extraction", ("roi_pool", "roi_align"))
+    pooler_resolution: int = opt(14, "output size of the RoI pooler (C4: 14, then res5 halves it)")
+    pooler_sampling_ratio: int = opt(0, "roi_align sampling points per bin (0 = adaptive)")
+    pooler_aligned: bool = opt(False, "roi_align with the half-pixel correction")
+    box_head: str = opt(
+        "res5",
+        "per-region head: res5 (C4), 2fc (FPN), vgg_fc (VGG-16 fc6/fc7)",
+        ("res5", "2fc", "vgg_fc"),
+    )
+    fc_dim: int = opt(1024, "width of the 2fc head's layers")
+    box_reg_weights: list[float] = opt([10.0, 10.0, 5.0, 5.0], "box coder weights (dx, dy, dw, dh)")
+    smooth_l1_beta: float = opt(1.0 / 9, "smooth-L1 beta of the box loss (0 = L1)")
+    score_thresh: float = opt(0.05, "detections scoring below this are dropped")
+    nms_thresh: float = opt(0.5, "IoU threshold of the per-class NMS")
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = section(BackboneConfig, "the feature extractor")
+    neck: NeckConfig = section(NeckConfig, "optional feature pyramid")
+    anchors: AnchorConfig = section(AnchorConfig, "anchor generator")
+    rpn: RPNConfig = section(RPNConfig, "region proposal network")
+    roi_heads: RoIHeadsConfig = section(RoIHeadsConfig, "RoI pooling, box head and predictor")
+    input_format: str = opt("RGB", "channel order the backbone's weights expect", ("RGB", "BGR"))
+    pixel_mean: list[float] = opt([0.485, 0.456, 0.406], "per-channel mean (inputs in [0, 1])")
+    pixel_std: list[float] = opt([0.229, 0.224, 0.225], "per-channel std (inputs in [0, 1])")
+
+
+@dataclass
+class InputConfig:
+    min_size_train: list[int] = opt([800], "shortest side in training, one drawn per image")
+    max_size_train: int = opt(1333, "longest side cap in training")
+    min_size_test: int = opt(800, "shortest side at test time")
+    max_size_test: int = opt(1333, "longest side cap at test time")
+    flip: bool = opt(True, "random horizontal flip in training")
+
+
+@dataclass
+class DatasetConfig:
+    name: str | None = opt(
+        None,
+        "a registered dataset (see detection.data.catalog), resolved under $RESDET_DATASETS "
+        "(default ./datasets); also the dataset's label in reports",
+    )
+    annotations: str | None = opt(None, "COCO-format json; replaces the registered name's file")
+    images: str | None = opt(None, "image folder; replaces the registered name's folder")
+
+
+def _train_set() -> DatasetConfig:
+    return DatasetConfig(name="coco_2017_train")
+
+
+def _test_set() -> DatasetConfig:
+    return DatasetConfig(name="coco_2017_val")
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = field(
+        default_factory=_train_set, metadata={"doc": "training set", "choices": None}
+    )
+    test: DatasetConfig = field(
+        default_factory=_test_set, metadata={"doc": "evaluation set", "choices": None}
+    )
+    num_workers: int = opt(4, "dataloader worker processes")
+    filter_empty: bool = opt(True, "drop training images without annotations")
+
+
+@dataclass
+class SolverConfig:
+    ims_per_batch: int = opt(16, "images per iteration over all GPUs / processes")
+    base_lr: float = opt(0.02, "learning rate for ims_per_batch (linear scaling rule)")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(1e-4, "L2 weight decay")
+    weight_decay_norm: float = opt(0.0, "weight decay of normalization weights and biases")
+    warmup_iters: int = opt(1000, "iterations of linear warmup")
+    warmup_factor: float = opt(0.001, "learning-rate factor at the first warmup iteration")
+    steps: list[int] = opt([60000, 80000], "iterations where the learning rate is scaled by gamma")
+    gamma: float = opt(0.1, "learning-rate decay factor")
+    max_iter: int = opt(90000, "total training iterations")
+    checkpoint_period: int = opt(5000, "iterations between checkpoints")
+    keep_checkpoints: int = opt(3, "periodic checkpoints kept on disk (model_final.pth always)")
+    amp: str = opt("off", "mixed precision", ("off", "bf16", "fp16"))
+    clip_grad_norm: float | None = opt(None, "clip the gradient norm to this value; null = off")
+
+
+@dataclass
+class EvaluationConfig:
+    eval_period: int = opt(0, "evaluate every N iterations in training (0 = at the end only)")
+    detections_per_image: int = opt(100, "most detections kept per image")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = section(ModelConfig, "the detector")
+    input: InputConfig = section(InputConfig, "input sizes and augmentation")
+    data: DataConfig = section(DataConfig, "datasets and loading")
+    solver: SolverConfig = section(SolverConfig, "optimizer and schedule")
+    test: EvaluationConfig = section(EvaluationConfig, "evaluation")
+    output_dir: str = opt("output", "where logs, checkpoints and metrics are written")
+    seed: int = opt(0, "random seed of initialisation, sampling and augmentation")

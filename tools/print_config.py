@@ -1,0 +1,35 @@
+"""Print the resolved config of a YAML file plus overrides (and optionally save it).
+
+    python tools/print_config.py --config configs/coco/faster_rcnn_R_101_C4.yaml \
+        model.backbone.name=resnet152
+    python tools/print_config.py --fields      # every key with its description and default
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from detection.config import dump, field_docs, save_config
+from detection.config.cli import add_config_arguments, config_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_arguments(parser, required=False)
+    parser.add_argument("--output-dir", help="also write <DIR>/config.yaml")
+    parser.add_argument("--fields", action="store_true", help="list every key with its doc")
+    args, cfg = config_from_args(parser, argv)
+    if args.fields:
+        for key, doc, default in field_docs():
+            print(f"{key} = {default!r}\n    {doc}")
+        return 0
+    sys.stdout.write(dump(cfg))
+    if args.output_dir:
+        path = save_config(cfg, args.output_dir)
+        print(f"# written to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
