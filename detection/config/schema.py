@@ -113,6 +113,7 @@ class InputConfig:
     min_size_test: int = opt(800, "shortest side at test time")
     max_size_test: int = opt(1333, "longest side cap at test time")
     flip: bool = opt(True, "random horizontal flip in training")
+    photometric: bool = opt(False, "random brightness / contrast / hue jitter in training")
 
 
 @dataclass
@@ -144,6 +145,10 @@ class DataConfig:
     )
     num_workers: int = opt(4, "dataloader worker processes")
     filter_empty: bool = opt(True, "drop training images without annotations")
+    aspect_ratio_grouping: bool = opt(True, "batch landscape and portrait images separately")
+    skip_bad_images: bool = opt(
+        False, "skip unreadable images and invalid annotations with a counted warning"
+    )
 
 
 @dataclass
