@@ -265,3 +265,25 @@ class ResNetClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.backbone(x)["res5"])
         return self.fc(torch.flatten(x, 1))
+
+
+def split_after(backbone: ResNet, last: str) -> dict[str, nn.Module]:
+    """Remove the stages after `last` from `backbone` and return them by name.
+
+    The C4 detector uses this to move res5 (with its pretrained weights) into the RoI head.
+    """
+    keep = backbone.stage_names.index(last) + 1
+    removed = {}
+    for stage in backbone.stage_names[keep:]:
+        removed[stage] = getattr(backbone, stage)
+        delattr(backbone, stage)
+    backbone.stage_names = backbone.stage_names[:keep]
+    backbone.out_features = [f for f in backbone.out_features if f in backbone.stage_names] or [
+        last
+    ]
+    channels = {"stem": backbone.stem.out_channels}
+    for stage in backbone.stage_names[1:]:
+        channels[stage] = getattr(backbone, stage)[-1].out_channels
+    backbone.out_channels = {f: channels[f] for f in backbone.out_features}
+    backbone.strides = {f: STAGE_STRIDES[f] for f in backbone.out_features}
+    return removed

@@ -1,1 +1,6 @@
 """Faster R-CNN on top of the `backbones` package: config, modeling, data, engine, evaluation."""
+
+from .config import load_config
+from .modeling import build_model, load_model
+
+__all__ = ["build_model", "load_config", "load_model"]

@@ -1,6 +1,6 @@
 """Print the resolved config of a YAML file plus overrides (and optionally save it).
 
-    python tools/print_config.py --config configs/coco/faster_rcnn_R_101_C4.yaml \
+    python tools/print_config.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml \
         model.backbone.name=resnet152
     python tools/print_config.py --fields      # every key with its description and default
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -13,7 +14,6 @@ from typing import Any
 
 import yaml
 
-from ..data.catalog import DATASETS
 from .schema import Config
 
 BASE_KEY = "_base_"
@@ -289,6 +289,8 @@ def _validate(cfg: Config) -> None:
         )
     if m.roi_heads.num_classes < 1:
         raise ConfigError("model.roi_heads.num_classes must be at least 1")
+    from ..data.catalog import DATASETS  # here: detection.data imports this package
+
     for split in ("train", "test"):
         d = getattr(cfg.data, split)
         if d.annotations is None or d.images is None:
@@ -319,12 +321,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     return cfg
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "a dict") -> Config:
+def config_from_dict(
+    data: Mapping[str, Any], source: str = "a dict", overrides: Iterable[str] = ()
+) -> Config:
     """A Config from a nested dict (e.g. the one embedded in a checkpoint), checked strictly."""
-    data = dict(data)
+    data = copy.deepcopy(dict(data))
     data.pop(BASE_KEY, None)
     _check_keys(data, Config, "", source)
-    cfg = _build(Config, data, {k: source for k in all_keys()})
+    sources = {k: source for k in all_keys()}
+    for text in overrides:
+        _apply_override(data, text, sources)
+    cfg = _build(Config, data, sources)
     _validate(cfg)
     return cfg
 

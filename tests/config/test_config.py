@@ -32,7 +32,7 @@ def write(path: Path, text: str) -> Path:
 
 def test_there_are_configs():
     names = {p.name for p in CONFIGS}
-    assert {"faster_rcnn_R_101_C4.yaml", "faster_rcnn_vgg16.yaml"} <= names
+    assert {"faster_rcnn_R101_C4_1x.yaml", "faster_rcnn_VGG16_1x.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -96,7 +96,7 @@ def test_override_value_types():
 
 
 def test_swap_backbone_with_one_key():
-    path = ROOT / "configs/coco/faster_rcnn_R_50_C4.yaml"
+    path = ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml"
     cfg = load_config(path, ["model.backbone.name=resnet101"])
     assert cfg.model.backbone.name == "resnet101"
     assert to_dict(cfg)["model"]["roi_heads"] == to_dict(load_config(path))["model"]["roi_heads"]
@@ -276,7 +276,7 @@ def test_tool_prints_config_and_writes_it(tmp_path):
     out = tmp_path / "out"
     r = run_tool(
         "--config",
-        "configs/coco/faster_rcnn_R_101_C4.yaml",
+        "configs/coco/faster_rcnn_R101_C4_1x.yaml",
         "--output-dir",
         str(out),
         "model.backbone.name=resnet152",
@@ -290,7 +290,7 @@ def test_tool_refuses_typo_before_writing(tmp_path):
     out = tmp_path / "out"
     r = run_tool(
         "--config",
-        "configs/coco/faster_rcnn_R_101_C4.yaml",
+        "configs/coco/faster_rcnn_R101_C4_1x.yaml",
         "--output-dir",
         str(out),
         "model.backbone.nmae=resnet152",

@@ -1,0 +1,80 @@
+"""RoI feature extraction: RoI pooling (the paper's) or RoIAlign, over one or several levels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.ops import roi_align, roi_pool
+
+
+def assign_levels(
+    boxes: torch.Tensor,
+    min_level: int,
+    max_level: int,
+    canonical_size: int = 224,
+    canonical_level: int = 4,
+) -> torch.Tensor:
+    """FPN level of each box (eq. 1 of the FPN paper), as an index from min_level."""
+    size = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    level = torch.floor(
+        canonical_level + torch.log2(size / canonical_size) + torch.tensor(1e-6, dtype=size.dtype)
+    )
+    return torch.clamp(level, min=min_level, max=max_level).to(torch.int64) - min_level
+
+
+class RoIPooler(nn.Module):
+    """Pool a fixed-size feature for each box from the level its size selects."""
+
+    def __init__(
+        self,
+        pooler_type: str,
+        resolution: int,
+        strides: Sequence[int],
+        *,
+        sampling_ratio: int = 0,
+        aligned: bool = False,
+        canonical_size: int = 224,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__()
+        if pooler_type not in ("roi_pool", "roi_align"):
+            raise ValueError(f"unknown pooler type {pooler_type!r}: use roi_pool or roi_align")
+        self.pooler_type = pooler_type
+        self.resolution = (resolution, resolution)
+        self.scales = [1.0 / s for s in strides]
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.min_level = int(math.log2(strides[0]))
+        self.max_level = int(math.log2(strides[-1]))
+        self.canonical_size = canonical_size
+        self.canonical_level = canonical_level
+
+    def _pool(self, x: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        if self.pooler_type == "roi_pool":
+            return roi_pool(x, rois, self.resolution, scale)
+        return roi_align(x, rois, self.resolution, scale, self.sampling_ratio, self.aligned)
+
+    def forward(
+        self, features: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """Features [sum of boxes, C, R, R] for per-image boxes (xyxy, input pixels)."""
+        if len(features) != len(self.scales):
+            raise ValueError(f"pooler expects {len(self.scales)} levels, got {len(features)}")
+        concat = torch.cat(list(boxes), dim=0)
+        ids = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0)
+        rois = torch.cat([ids, concat], dim=1)
+        if len(features) == 1:
+            return self._pool(features[0], rois.to(features[0].dtype), self.scales[0])
+        levels = assign_levels(
+            concat, self.min_level, self.max_level, self.canonical_size, self.canonical_level
+        )
+        first = features[0]
+        out = first.new_zeros((rois.shape[0], first.shape[1], *self.resolution))
+        for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
+            idx = torch.where(levels == level)[0]
+            pooled = self._pool(feature, rois[idx].to(feature.dtype), scale)
+            out[idx] = pooled.to(out.dtype)
+        return out

@@ -1,0 +1,169 @@
+"""Region proposal network: objectness and box deltas per anchor, proposals, and its loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+
+from .anchors import AnchorGenerator
+from .box_coder import BoxCoder
+from .matcher import IGNORE, NEGATIVE, Matcher
+from .sampler import sample_balanced
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU shared over levels, then 1x1 objectness and 1x1 box deltas."""
+
+    def __init__(self, in_channels: int, num_anchors: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.objectness = nn.Conv2d(in_channels, num_anchors, 1)
+        self.deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for layer in (self.conv, self.objectness, self.deltas):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.constant_(layer.bias, 0)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> tuple[list, list]:
+        logits, deltas = [], []
+        for f in features:
+            t = F.relu(self.conv(f))
+            logits.append(self.objectness(t))
+            deltas.append(self.deltas(t))
+        return logits, deltas
+
+
+def _flatten(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """[N, A*C, H, W] -> [N, H*W*A, C], in the anchors' (y, x, anchor) order."""
+    n, _, h, w = x.shape
+    return x.view(n, -1, channels, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, channels)
+
+
+class RPN(nn.Module):
+    """Proposals from anchors: decode, clip, drop small, top-k (per level), NMS, top-k."""
+
+    def __init__(
+        self,
+        anchor_generator: AnchorGenerator,
+        in_channels: int,
+        *,
+        pre_nms_topk: tuple[int, int],
+        post_nms_topk: tuple[int, int],
+        nms_thresh: float = 0.7,
+        min_box_size: float = 1e-3,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        iou_thresholds: Sequence[float] = (0.3, 0.7),
+        smooth_l1_beta: float = 1.0 / 9,
+    ) -> None:
+        super().__init__()
+        self.anchor_generator = anchor_generator
+        (num_anchors,) = set(anchor_generator.num_anchors_per_location)
+        self.head = RPNHead(in_channels, num_anchors)
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.matcher = Matcher(iou_thresholds[0], iou_thresholds[1], allow_low_quality_matches=True)
+        self.pre_nms_topk = pre_nms_topk  # (train, test)
+        self.post_nms_topk = post_nms_topk
+        self.nms_thresh = nms_thresh
+        self.min_box_size = min_box_size
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.smooth_l1_beta = smooth_l1_beta
+
+    def forward(
+        self,
+        features: Sequence[torch.Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        padded_size: Sequence[int],
+        targets: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        logits, deltas = self.head(features)
+        anchors_per_level = self.anchor_generator(features, padded_size)
+        num_per_level = [a.shape[0] for a in anchors_per_level]
+        anchors = torch.cat(anchors_per_level)
+        objectness = torch.cat([_flatten(x, 1) for x in logits], dim=1).squeeze(2)  # [N, A]
+        deltas = torch.cat([_flatten(x, 4) for x in deltas], dim=1)  # [N, A, 4]
+        n = objectness.shape[0]
+        proposals = self.box_coder.decode(deltas.detach().reshape(-1, 4), anchors.repeat(n, 1))
+        proposals = proposals.view(n, -1, 4)
+        boxes = self._select(proposals, objectness.detach(), image_sizes, num_per_level)
+        losses = {}
+        if self.training:
+            if targets is None:
+                raise ValueError("the model is in training mode: pass targets with the images")
+            losses = self._losses(anchors, objectness, deltas, targets)
+        return boxes, losses
+
+    def _select(
+        self,
+        proposals: torch.Tensor,
+        objectness: torch.Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        num_per_level: list[int],
+    ) -> list[torch.Tensor]:
+        pre_k = self.pre_nms_topk[0 if self.training else 1]
+        post_k = self.post_nms_topk[0 if self.training else 1]
+        device = proposals.device
+        # top-k per level, all images at once
+        idx, lvl, offset = [], [], 0
+        for level, (ob, count) in enumerate(
+            zip(objectness.split(num_per_level, 1), num_per_level, strict=True)
+        ):
+            top = ob.topk(min(pre_k, count), dim=1).indices
+            idx.append(top + offset)
+            lvl.append(torch.full_like(top, level))
+            offset += count
+        idx = torch.cat(idx, dim=1)
+        levels = torch.cat(lvl, dim=1)
+        batch = torch.arange(proposals.shape[0], device=device)[:, None]
+        scores = objectness[batch, idx].sigmoid()
+        proposals = proposals[batch, idx]
+        out = []
+        for boxes, sc, lv, size in zip(proposals, scores, levels, image_sizes, strict=True):
+            boxes = clip_boxes_to_image(boxes, size)
+            keep = remove_small_boxes(boxes, self.min_box_size)
+            boxes, sc, lv = boxes[keep], sc[keep], lv[keep]
+            keep = batched_nms(boxes, sc, lv, self.nms_thresh)[:post_k]
+            out.append(boxes[keep])
+        return out
+
+    def _losses(
+        self,
+        anchors: torch.Tensor,
+        objectness: torch.Tensor,
+        deltas: torch.Tensor,
+        targets: Sequence[dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        labels, reg_targets, pos_all, neg_all = [], [], [], []
+        num_anchors = anchors.shape[0]
+        for i, t in enumerate(targets):
+            gt = t["boxes"]
+            if gt.numel() == 0:
+                label = torch.zeros(num_anchors, device=anchors.device)
+                matched = torch.zeros_like(anchors)
+            else:
+                matches = self.matcher(box_iou(gt, anchors))
+                matched = gt[matches.clamp(min=0)]
+                label = (matches >= 0).to(torch.float32)
+                label[matches == NEGATIVE] = 0.0
+                label[matches == IGNORE] = -1.0
+            pos, neg = sample_balanced(label, self.batch_size_per_image, self.positive_fraction)
+            pos_all.append(pos + i * num_anchors)
+            neg_all.append(neg + i * num_anchors)
+            labels.append(label)
+            reg_targets.append(self.box_coder.encode(matched, anchors))
+        pos = torch.cat(pos_all)
+        sampled = torch.cat([pos, *neg_all])
+        labels = torch.cat(labels)
+        reg_targets = torch.cat(reg_targets)
+        deltas = deltas.reshape(-1, 4)
+        box_loss = F.smooth_l1_loss(
+            deltas[pos], reg_targets[pos], beta=self.smooth_l1_beta, reduction="sum"
+        ) / max(sampled.numel(), 1)
+        cls_loss = F.binary_cross_entropy_with_logits(
+            objectness.reshape(-1)[sampled], labels[sampled]
+        )
+        return {"loss_rpn_cls": cls_loss, "loss_rpn_box": box_loss}
