@@ -1,7 +1,8 @@
 """Registered dataset names and where they live under the dataset root.
 
 The root is `$RESDET_DATASETS` (default `./datasets`), laid out as the datasets ship:
-`coco/annotations/instances_train2017.json`, `coco/train2017/`, ...
+`coco/annotations/instances_train2017.json`, `coco/train2017/`, ... The synthetic `shapes_*`
+sets are generated there on first use (`shapes/annotations/instances_train.json`, `shapes/train/`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ DATASETS: dict[str, tuple[str, str]] = {
     "coco_2014_train": ("coco/annotations/instances_train2014.json", "coco/train2014"),
     "coco_2014_val": ("coco/annotations/instances_val2014.json", "coco/val2014"),
     "coco_2014_minival": ("coco/annotations/instances_minival2014.json", "coco/val2014"),
+    # the embedded synthetic dataset, generated on first use (detection.data.shapes)
+    "shapes_train": ("shapes/annotations/instances_train.json", "shapes/train"),
+    "shapes_val": ("shapes/annotations/instances_val.json", "shapes/val"),
 }
 
 
