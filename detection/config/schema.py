@@ -158,12 +158,14 @@ class SolverConfig:
     momentum: float = opt(0.9, "SGD momentum")
     weight_decay: float = opt(1e-4, "L2 weight decay")
     weight_decay_norm: float = opt(0.0, "weight decay of normalization weights and biases")
+    weight_decay_bias: float | None = opt(None, "weight decay of biases; null = weight_decay")
     warmup_iters: int = opt(1000, "iterations of linear warmup")
     warmup_factor: float = opt(0.001, "learning-rate factor at the first warmup iteration")
     steps: list[int] = opt([60000, 80000], "iterations where the learning rate is scaled by gamma")
     gamma: float = opt(0.1, "learning-rate decay factor")
     max_iter: int = opt(90000, "total training iterations")
     checkpoint_period: int = opt(5000, "iterations between checkpoints")
+    log_period: int = opt(20, "iterations between metrics.jsonl records and progress updates")
     keep_checkpoints: int = opt(3, "periodic checkpoints kept on disk (model_final.pth always)")
     amp: str = opt("off", "mixed precision", ("off", "bf16", "fp16"))
     clip_grad_norm: float | None = opt(None, "clip the gradient norm to this value; null = off")
@@ -171,7 +173,9 @@ class SolverConfig:
 
 @dataclass
 class EvaluationConfig:
-    eval_period: int = opt(0, "evaluate every N iterations in training (0 = at the end only)")
+    eval_period: int = opt(
+        0, "evaluate every N iterations in training; 0 = at the end only, -1 = never"
+    )
     detections_per_image: int = opt(100, "most detections kept per image")
 
 

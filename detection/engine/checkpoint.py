@@ -46,3 +46,63 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+POINTER = "last_checkpoint"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old: dict, new: dict, section: str) -> list[str]:
+    """'key: old -> new' for every key of `section` that differs between two config dicts."""
+    a = _flatten(old.get(section, {}), f"{section}.")
+    b = _flatten(new.get(section, {}), f"{section}.")
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
+class Checkpointer:
+    """Periodic checkpoints in `output_dir` with a `last_checkpoint` pointer; keeps the last N."""
+
+    def __init__(self, output_dir: str | os.PathLike, keep: int = 3) -> None:
+        self.dir = Path(output_dir)
+        self.keep = keep
+
+    def save(self, name: str, payload: dict[str, Any], *, periodic: bool = True) -> Path:
+        path = save_atomic(payload, self.dir / name)
+        pointer_tmp = self.dir / f".{POINTER}.tmp"
+        pointer_tmp.write_text(name + "\n")
+        os.replace(pointer_tmp, self.dir / POINTER)
+        if periodic:
+            self._prune()
+        return path
+
+    def _prune(self) -> None:
+        periodic = sorted(self.dir.glob("model_[0-9]*.pth"))
+        for old in periodic[: max(len(periodic) - self.keep, 0)]:
+            old.unlink(missing_ok=True)
+
+    def last(self) -> Path | None:
+        """The checkpoint the pointer names, or None when there is none yet."""
+        pointer = self.dir / POINTER
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text().strip()
+        path = self.dir / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{pointer} names {name}, which does not exist; remove the pointer to start "
+                "fresh or point it at an existing checkpoint"
+            )
+        return path

@@ -1,0 +1,70 @@
+"""SGD with per-group weight decay, and the warmup + multi-step learning-rate schedule."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..config import Config
+
+_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
+    """Trainable parameters split by weight decay: norm layers, biases, everything else."""
+    s = cfg.solver
+    bias_decay = s.weight_decay if s.weight_decay_bias is None else s.weight_decay_bias
+    groups: dict[float, list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if isinstance(module, _NORMS):
+                decay = s.weight_decay_norm
+            elif name == "bias":
+                decay = bias_decay
+            else:
+                decay = s.weight_decay
+            groups.setdefault(decay, []).append(p)
+    return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items()]
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD with momentum; fused on CUDA where torch offers it, foreach otherwise."""
+    groups = param_groups(model, cfg)
+    on_cuda = any(p.is_cuda for g in groups for p in g["params"])
+    kwargs = {"fused": True} if on_cuda else {"foreach": True}
+    return torch.optim.SGD(groups, lr=cfg.solver.base_lr, momentum=cfg.solver.momentum, **kwargs)
+
+
+class WarmupMultiStep:
+    """lr factor at iteration `it`: linear warmup from `warmup_factor`, x gamma at each step."""
+
+    def __init__(
+        self, warmup_iters: int, warmup_factor: float, steps: Sequence[int], gamma: float
+    ) -> None:
+        self.warmup_iters = warmup_iters
+        self.warmup_factor = warmup_factor
+        self.steps = list(steps)
+        self.gamma = gamma
+
+    def __call__(self, it: int) -> float:
+        factor = self.gamma ** bisect.bisect_right(self.steps, it)
+        if it < self.warmup_iters:
+            alpha = it / self.warmup_iters
+            factor *= self.warmup_factor * (1 - alpha) + alpha
+        return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Config
+) -> torch.optim.lr_scheduler.LambdaLR:
+    s = cfg.solver
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupMultiStep(s.warmup_iters, s.warmup_factor, s.steps, s.gamma)
+    )

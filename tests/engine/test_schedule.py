@@ -1,0 +1,60 @@
+"""Learning-rate schedule and optimizer parameter groups."""
+
+import pytest
+import torch
+from torch import nn
+
+from detection.config import load_config
+from detection.engine.optim import build_optimizer, build_scheduler, param_groups
+
+
+def test_warmup_and_steps():
+    cfg = load_config(
+        None,
+        [
+            "solver.base_lr=0.02",
+            "solver.warmup_iters=100",
+            "solver.warmup_factor=0.001",
+            "solver.steps=[300, 400]",
+            "solver.max_iter=500",
+            "solver.gamma=0.1",
+        ],
+    )
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(cfg.solver.max_iter):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.02 * 0.001)  # warmup start
+    assert lrs[50] == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))  # half way: linear
+    assert lrs[100] == pytest.approx(0.02)  # after warmup
+    assert lrs[299] == pytest.approx(0.02)
+    assert lrs[300] == pytest.approx(0.002)  # first step
+    assert lrs[400] == pytest.approx(0.0002)  # second step
+    assert lrs[-1] == pytest.approx(0.0002)  # the end
+    assert all(a <= b for a, b in zip(lrs[:100], lrs[1:101], strict=True))
+
+
+def test_weight_decay_groups():
+    cfg = load_config(None, ["solver.weight_decay=1e-4", "solver.weight_decay_norm=0.0"])
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), nn.Linear(4, 2)
+    )
+    model[0].weight.requires_grad_(False)
+    groups = {g["weight_decay"]: g["params"] for g in param_groups(model, cfg)}
+    norm_params = {id(p) for m in (model[1], model[2]) for p in m.parameters()}
+    assert {id(p) for p in groups[0.0]} == norm_params
+    assert {id(p) for p in groups[1e-4]} == {
+        id(model[0].bias),
+        id(model[3].weight),
+        id(model[3].bias),
+    }
+    cfg = load_config(None, ["solver.weight_decay_bias=0.0"])
+    groups = {g["weight_decay"]: g["params"] for g in param_groups(model, cfg)}
+    assert id(model[3].bias) in {id(p) for p in groups[0.0]}
+    total = sum(len(g["params"]) for g in param_groups(model, cfg))
+    assert total == sum(p.requires_grad for p in model.parameters())
+    assert isinstance(build_optimizer(model, cfg), torch.optim.SGD)

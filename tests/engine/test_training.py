@@ -1,0 +1,188 @@
+"""Training end to end on shapes: metrics, checkpoints, resume, non-finite losses, DDP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from detection.config import ConfigError, load_config
+from detection.engine.trainer import Trainer, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_tool(args, *, env_extra=None, check=True, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    r = subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}")
+    return r
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_writes_metrics_checkpoints_and_config(tiny_config):
+    path, out = tiny_config
+    calls = []
+
+    def evaluate(model, iteration):
+        calls.append(iteration)
+        return {"bbox": {"AP": 1.5, "AP50": 3.0}}
+
+    cfg = load_config(path, ["test.eval_period=3", "solver.keep_checkpoints=1"])
+    result = train(cfg, evaluate=evaluate)
+    assert calls == [3, 6]  # periodic, then at the end
+    assert result["eval"]["bbox"]["AP"] == 1.5
+    records = read_jsonl(out / "metrics.jsonl")
+    train_records = [r for r in records if "total_loss" in r]
+    assert [r["iteration"] for r in train_records] == [1, 2, 3, 4, 5, 6]
+    for r in train_records:
+        assert {"lr", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"} <= set(r)
+        assert r["images_per_s"] > 0 and r["peak_memory_mb"] > 0
+    assert [r["bbox/AP"] for r in records if "bbox/AP" in r] == [1.5, 1.5]
+    assert load_config(out / "config.yaml") == cfg
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    assert sorted(p.name for p in out.glob("model_*.pth")) == [
+        "model_0000004.pth",
+        "model_final.pth",
+    ]
+    ckpt = torch.load(out / "model_final.pth", weights_only=True)
+    assert ckpt["iteration"] == 6 and ckpt["class_names"][0] == "circle"
+    assert {"model", "optimizer", "scheduler", "rng", "config", "data"} <= set(ckpt)
+
+
+def test_resume_without_checkpoint_starts_fresh(tiny_config, capsys):
+    path, out = tiny_config
+    train(load_config(path, ["solver.max_iter=1"]), resume=True)
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_model_and_warns_on_schedule(tiny_config):
+    path, out = tiny_config
+    train(load_config(path, ["solver.max_iter=2"]))
+    with pytest.raises(ConfigError, match=r"model.backbone.name: 'resnet18' -> 'resnet34'"):
+        Trainer(load_config(path, ["model.backbone.name=resnet34"])).resume()
+    trainer = Trainer(load_config(path, ["solver.max_iter=3"]))
+    with pytest.warns(UserWarning, match="solver.max_iter: 2 -> 3"):
+        trainer.resume()
+    assert trainer.iteration == 2
+
+
+def test_non_finite_loss_stops_with_clear_error(tiny_config):
+    path, out = tiny_config
+    trainer = Trainer(load_config(path, ["solver.max_iter=4"]))
+    with torch.no_grad():
+        trainer.model.roi_heads.predictor.cls_score.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"iteration 1: .*loss_cls=nan"):
+        trainer.train()
+
+
+def test_mismatched_class_count_is_a_config_error(tiny_config):
+    path, _ = tiny_config
+    with pytest.raises(ConfigError, match="set model.roi_heads.num_classes=5"):
+        Trainer(load_config(path, ["model.roi_heads.num_classes=80"]))
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_identical_weights(tiny_config, tmp_path):
+    path, out = tiny_config
+    common = [
+        ROOT / "tools/train.py",
+        "--config",
+        path,
+        "solver.max_iter=10",
+        "solver.log_period=1",
+    ]
+    run_tool([*common, "--output-dir", tmp_path / "straight"])
+    # the same run, killed after its first checkpoint, then resumed
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, *map(str, common), "--output-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (out / "last_checkpoint").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = (out / "last_checkpoint").read_text().strip()
+    assert killed_at != "model_final.pth", "killed too late to test anything"
+    r = run_tool([*common, "--output-dir", out, "--resume"])
+    assert "resumed from" in r.stderr
+    a = torch.load(tmp_path / "straight/model_final.pth", weights_only=True)
+    b = torch.load(out / "model_final.pth", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 10
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["iteration"] for r in records] == list(range(1, 11))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
+    path, _ = tiny_config
+    take_all = [
+        "model.rpn.batch_size_per_image=100000",
+        "model.roi_heads.batch_size_per_image=100000",
+        "solver.max_iter=6",
+        "solver.checkpoint_period=3",
+    ]
+    run_tool(
+        [ROOT / "tools/train.py", "--config", path, "--output-dir", tmp_path / "one", *take_all]
+    )
+    run_tool(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            free_port(),
+            ROOT / "tools/train.py",
+            "--config",
+            path,
+            "--output-dir",
+            tmp_path / "two",
+            *take_all,
+        ]
+    )
+    one = [r for r in read_jsonl(tmp_path / "one/metrics.jsonl") if "total_loss" in r]
+    two = [r for r in read_jsonl(tmp_path / "two/metrics.jsonl") if "total_loss" in r]
+    assert [r["iteration"] for r in two] == [r["iteration"] for r in one] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(one, two, strict=True):
+        # the same images per global batch; per-rank loss normalisation differs slightly
+        assert b["total_loss"] == pytest.approx(a["total_loss"], rel=0.1), (a, b)
+        assert b["lr"] == pytest.approx(a["lr"])
+    # rank 0 alone writes: one file per checkpoint, no temporary leftovers
+    names = sorted(p.name for p in (tmp_path / "two").iterdir() if p.suffix == ".pth")
+    assert names == ["model_0000003.pth", "model_final.pth"]
+    assert not list((tmp_path / "two").glob(".*.tmp"))
