@@ -186,3 +186,15 @@ def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
     names = sorted(p.name for p in (tmp_path / "two").iterdir() if p.suffix == ".pth")
     assert names == ["model_0000003.pth", "model_final.pth"]
     assert not list((tmp_path / "two").glob(".*.tmp"))
+
+
+def test_plot_metrics(tiny_config, tmp_path):
+    path, out = tiny_config
+    train(load_config(path, ["solver.max_iter=3"]), evaluate=lambda m, i: {"bbox": {"AP": 2.0}})
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write("{torn line\n")
+    r = run_tool([ROOT / "tools/plot_metrics.py", out])
+    assert (out / "curves.png").stat().st_size > 1000
+    assert "is not JSON; skipped" in r.stderr
+    r = run_tool([ROOT / "tools/plot_metrics.py", tmp_path / "nothing"], check=False)
+    assert r.returncode == 2 and "no metrics.jsonl" in r.stderr
