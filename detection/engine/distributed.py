@@ -1,9 +1,13 @@
-"""Process-group helpers: torchrun environment, rank queries, reductions for logging."""
+"""Process-group helpers: torchrun environment, ranks, gather / broadcast, reductions.
+
+With NCCL, object collectives need the current CUDA device set (init_distributed does it).
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,22 +24,53 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str) -> DistInfo:
+def init_distributed(device: str = "cpu") -> DistInfo:
     """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
 
-    NCCL on CUDA, gloo on CPU. Without torchrun (WORLD_SIZE unset or 1) nothing is initialised.
+    NCCL on CUDA (each rank on GPU LOCAL_RANK), gloo on CPU. Without torchrun (WORLD_SIZE unset
+    or 1) no process group is made.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    rank = int(os.environ["RANK"])
+    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} was asked for but CUDA is not available")
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return DistInfo(rank, world_size, local_rank)
+
+
+def device_of(info: DistInfo, device: str) -> str:
+    """This rank's device: cuda -> cuda:LOCAL_RANK, anything else as it is."""
+    if device == "cuda":
+        return f"cuda:{info.local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one process is initialized."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every process's `obj` on rank 0, in rank order; None on the other ranks."""
+    if not is_distributed():
+        return [obj]
+    rank = dist.get_rank()
+    parts: list[Any] | None = [None] * dist.get_world_size() if rank == 0 else None
+    dist.gather_object(obj, parts, dst=0)
+    return parts
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's `obj` on every process."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def get_rank() -> int:

@@ -1,0 +1,240 @@
+"""Evaluating a detector on the config's test set: metrics.json and detections.json.
+
+metrics.json holds {"bbox": {AP, AP50, AP75, APs, APm, APl, per_category}, "checkpoint",
+"config", "dataset", "num_images", "inference"}; detections.json the COCO results (the
+dataset's category ids, xywh boxes in original image pixels). Values are in percent; null
+where COCOeval has no ground truth to average over (see detection.evaluation.coco).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from ..config import Config, load_config, to_dict
+from ..engine.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
+from ..modeling.build import build_model, load_model, read_checkpoint
+from .coco import coco_evaluate
+from .inference import infer_shard, merge_by_image, unwrap
+
+logger = logging.getLogger(__name__)
+
+
+def default_output_dir(cfg: Config) -> Path:
+    """Where tools/evaluate.py writes without --output-dir: <cfg.output_dir>/eval."""
+    return Path(cfg.output_dir) / "eval"
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as JSON through a temporary file, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint_model(
+    checkpoint: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, Config]:
+    """(model in eval mode, its config): the checkpoint's embedded config plus `overrides`, or,
+    with `config`, that file plus `overrides` in its place."""
+    if config is None:
+        model = load_model(checkpoint, overrides, device=device)
+        return model, model.cfg
+    cfg = load_config(config, overrides)
+    ckpt = read_checkpoint(checkpoint)
+    model = build_model(cfg, load_backbone_weights=False, class_names=ckpt.get("class_names"))
+    result = model.load_state_dict(ckpt["model"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{checkpoint}: weights do not fit the model of {config}: missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}; use the config "
+            "the checkpoint was trained with (omit --config to use the embedded one)"
+        )
+    return model.to(device).eval(), cfg
+
+
+def check_classes(model: nn.Module, cfg: Config, dataset) -> None:
+    """The model's classes must be the test set's (same count; a name mismatch warns)."""
+    num_classes = cfg.model.roi_heads.num_classes
+    if num_classes != len(dataset.class_names):
+        raise ValueError(
+            f"the model predicts {num_classes} classes (model.roi_heads.num_classes) but the "
+            f"test set {dataset.annotations_path} has {len(dataset.class_names)} categories; "
+            "evaluate on the dataset the model was trained for (data.test.annotations / "
+            "data.test.images)"
+        )
+    names = getattr(unwrap(model), "class_names", None)
+    if names and list(names) != list(dataset.class_names):
+        logger.warning(
+            "the model's class names %s differ from the test set's %s; labels are matched by "
+            "position (label k = the k-th category in id order)",
+            list(names)[:5],
+            list(dataset.class_names)[:5],
+        )
+
+
+def run_evaluation(
+    model: nn.Module,
+    cfg: Config,
+    output_dir: str | os.PathLike | None,
+    dataset,
+    loader: Iterable,
+    *,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    summary: TextIO | None = None,
+) -> dict[str, Any]:
+    """Infer `loader` (this process's shard of `dataset`), gather on rank 0, evaluate with
+    pycocotools and, when `output_dir` is given, write metrics.json and detections.json there
+    (rank 0 only). Every rank returns the same metrics record (the content of metrics.json).
+
+    `dataset` needs `annotations_path`, `class_names` and `label_to_category_id` (a
+    detection.data.COCODataset has them). Only the images the loaders yielded are evaluated.
+    """
+    check_classes(model, cfg, dataset)
+    rank = get_rank()
+    start = time.perf_counter()
+    per_image = infer_shard(
+        model,
+        loader,
+        label_to_category_id=dataset.label_to_category_id,
+        device=device,
+        progress=progress and rank == 0,
+    )
+    seconds = time.perf_counter() - start
+    parts = gather_to_main((per_image, len(per_image), seconds))
+
+    record = None
+    if parts is not None:
+        merged = merge_by_image(p[0] for p in parts)
+        results = [r for image_id in sorted(merged) for r in merged[image_id]]
+        labels = sorted(dataset.label_to_category_id)
+        bbox = coco_evaluate(
+            dataset.annotations_path,
+            results,
+            class_names=[dataset.class_names[label - 1] for label in labels],
+            category_ids=[dataset.label_to_category_id[label] for label in labels],
+            image_ids=list(merged),
+            summary=summary,
+        )
+        total = getattr(dataset, "image_ids", None)
+        if total is not None and len(merged) < len(total):
+            logger.warning(
+                "evaluated %d of the %d test images (only those the loaders yielded)",
+                len(merged),
+                len(total),
+            )
+        wall = max(p[2] for p in parts)
+        spec = cfg.data.test
+        record = {
+            "bbox": bbox,
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "config": to_dict(cfg),
+            "dataset": {
+                "name": spec.name,
+                "annotations": str(dataset.annotations_path),
+                "images": str(getattr(dataset, "images_dir", spec.images)),
+            },
+            "num_images": len(merged),
+            "inference": {
+                "processes": len(parts),
+                "seconds": wall,
+                "images_per_second": sum(p[1] for p in parts) / wall if wall > 0 else None,
+            },
+        }
+        if output_dir is not None:
+            out = Path(output_dir)
+            write_json(out / "detections.json", results)
+            write_json(out / "metrics.json", record)
+            logger.info("wrote %s and %s", out / "metrics.json", out / "detections.json")
+    return broadcast_from_main(record)
+
+
+def evaluate_model(
+    model: nn.Module,
+    cfg: Config,
+    output_dir: str | os.PathLike | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 1,
+    dataset=None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    summary: TextIO | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model` on cfg's test set (built with detection.data unless `dataset` is given,
+    e.g. kept by a training loop across periodic evaluations), each process its shard; rank and
+    world size default to torch.distributed's. Returns the metrics record on every rank; writes
+    metrics.json / detections.json to `output_dir` when given (rank 0)."""
+    from ..data import build_dataset, build_test_loader  # data imports albumentations: lazily
+
+    rank = get_rank() if rank is None else rank
+    world_size = get_world_size() if world_size is None else world_size
+    if world_size != get_world_size():
+        raise ValueError(
+            f"world_size={world_size} but torch.distributed has {get_world_size()} process(es); "
+            "initialize the process group (torch.distributed.init_process_group) first"
+        )
+    if dataset is None:
+        dataset = build_dataset(cfg, "test")
+    loader = build_test_loader(
+        cfg, rank=rank, world_size=world_size, batch_size=batch_size, dataset=dataset
+    )
+    return run_evaluation(
+        model,
+        cfg,
+        output_dir,
+        dataset,
+        loader,
+        device=device,
+        checkpoint=checkpoint,
+        progress=progress,
+        summary=summary,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    config: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    output_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    summary: TextIO | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint (see load_checkpoint_model) and evaluate it on its config's test set."""
+    model, cfg = load_checkpoint_model(checkpoint, config, overrides, device=device)
+    return evaluate_model(
+        model,
+        cfg,
+        output_dir,
+        device=device,
+        checkpoint=checkpoint,
+        progress=progress,
+        summary=summary,
+    )

@@ -1,0 +1,101 @@
+"""Evaluate a checkpoint on a COCO-format test set with pycocotools (box AP in percent).
+
+    python tools/evaluate.py --checkpoint output/model_final.pth [--output-dir DIR] [KEY=VALUE ...]
+    python tools/evaluate.py --checkpoint CKPT data.test.annotations=ann.json data.test.images=img/
+    torchrun --nproc_per_node 2 tools/evaluate.py --checkpoint CKPT     # one shard per process
+
+The config is the one embedded in the checkpoint plus the overrides; with --config, that file
+plus the overrides replace it. Writes DIR/metrics.json ({"bbox": {AP, AP50, AP75, APs, APm, APl,
+per_category}, "checkpoint", "config", "dataset", "num_images", "inference"}; null where there
+is no ground truth to average over) and DIR/detections.json (COCO results). DIR defaults to
+<output_dir>/eval of the resolved config. Under torchrun (WORLD_SIZE > 1) each process infers
+its shard (gloo on CPU, NCCL on CUDA) and rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch.distributed as dist
+
+from detection.config import ConfigError
+from detection.config.cli import add_config_arguments, print_config
+from detection.data import build_dataset, build_test_loader
+from detection.engine.distributed import device_of, init_distributed
+from detection.evaluation import (
+    check_classes,
+    default_output_dir,
+    format_table,
+    load_checkpoint_model,
+    run_evaluation,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to test")
+    add_config_arguments(parser, required=False)
+    parser.add_argument(
+        "--output-dir", metavar="DIR", help="where to write (default: <output_dir>/eval)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+
+    try:
+        info = init_distributed(args.device)
+        rank, world_size, device = info.rank, info.world_size, device_of(info, args.device)
+    except RuntimeError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    try:
+        try:
+            model, cfg = load_checkpoint_model(
+                args.checkpoint, args.config, args.overrides, device=device
+            )
+        except ConfigError as e:
+            parser.exit(2, f"{parser.prog}: config error: {e}\n")
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
+        if rank == 0:
+            print_config(cfg)
+        try:
+            dataset = build_dataset(cfg, "test")
+            check_classes(model, cfg, dataset)
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"{parser.prog}: error: test set: {e}\n")
+        loader = build_test_loader(
+            cfg, rank=rank, world_size=world_size, batch_size=args.batch_size, dataset=dataset
+        )
+        output_dir = args.output_dir or default_output_dir(cfg)
+        record = run_evaluation(
+            model,
+            cfg,
+            output_dir,
+            dataset,
+            loader,
+            device=device,
+            checkpoint=args.checkpoint,
+            progress=not args.no_progress,
+            summary=sys.stdout if rank == 0 else None,
+        )
+        if rank == 0:
+            print()
+            print(format_table(record["bbox"]))
+            speed = record["inference"]
+            print(
+                f"\n{record['num_images']} images, {speed['seconds']:.1f} s inference "
+                f"({world_size} process(es))"
+            )
+            print(f"wrote {output_dir}/metrics.json and {output_dir}/detections.json")
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
