@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test lint format clean
+.PHONY: venv test lint format clean demo
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest -q
+
+# Trains the ResNet-18 C4 detector and the VGG-16 baseline on the synthetic shapes data (generated
+# under ./datasets on first use), evaluates both and prints the comparison table.
+demo: venv
+	$(PY) tools/train.py --config configs/shapes/demo_R18_C4.yaml
+	$(PY) tools/train.py --config configs/shapes/demo_VGG16.yaml
+	$(PY) tools/compare.py --baseline output/shapes/demo_VGG16 output/shapes/demo_R18_C4 \
+		--plot output/shapes/demo_comparison.png
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -1,10 +1,10 @@
 """`shapes`: the embedded synthetic COCO-format dataset, generated on first use.
 
-Coloured circles, squares, triangles, stars and ellipses, rotated and scaled (about 12 to 110
+Coloured circles, squares, triangles, stars and ellipses, rotated and scaled (about 20 to 110
 pixels), drawn over each other (occluded objects keep the box of their visible pixels, mostly
 hidden ones are left out) on textured backgrounds (gradient, blotches, pixel noise, distractor
 lines), in 320x240..400x320 landscape and portrait JPEGs. Each class leans towards a hue but
-a quarter of the objects take any colour, so a detector has to learn shapes, not just colours.
+15% of the objects take any colour, so a detector has to learn shapes, not just colours.
 Every image is a function of (seed, image index): two runs write identical files.
 """
 
@@ -29,7 +29,7 @@ SHAPES_DATASETS: dict[str, tuple[str, int, int]] = {
     "shapes_val": ("val", 200, 2),
 }
 _CLASS_HUES = (0, 30, 60, 100, 140)  # OpenCV hue units (0..180)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -100,7 +100,7 @@ def render_shapes_image(
     num = int(rng.choice(8, p=[0.04, 0.14, 0.18, 0.18, 0.16, 0.12, 0.1, 0.08]))
     for k in range(1, num + 1):
         label = int(rng.integers(len(CLASSES)))
-        size = float(np.exp(rng.uniform(np.log(12), np.log(110))))
+        size = float(np.exp(rng.uniform(np.log(20), np.log(110))))
         center = rng.uniform(0, 1, 2) * (width, height)
         poly = _polygon(rng, label, center, size)
         if poly is not None:
@@ -110,7 +110,7 @@ def render_shapes_image(
             axes = (int(size / 2 * 16), int(size / 2 * ratio * 16))
             c = (int(center[0] * 16), int(center[1] * 16))
             shape = {"kind": "ellipse", "geom": (c, axes, float(rng.uniform(0, 180)))}
-        hue = _CLASS_HUES[label] + rng.normal(0, 12) if rng.random() < 0.75 else rng.uniform(0, 180)
+        hue = _CLASS_HUES[label] + rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(0, 180)
         hsv = np.uint8([[[int(hue) % 180, rng.integers(90, 256), rng.integers(90, 256)]]])
         color = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].tolist()
         _draw(img, shape, color, cv2.LINE_AA)
@@ -228,6 +228,13 @@ def generate_shapes(
     return ann_path, image_dir
 
 
+def _version(ann: Path) -> int | None:
+    try:
+        return json.loads(ann.read_text()).get("info", {}).get("generator_version")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def ensure_shapes(name: str, root: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(annotation json, image folder) of a registered shapes set, generated if not there yet."""
     if name not in SHAPES_DATASETS:
@@ -235,6 +242,11 @@ def ensure_shapes(name: str, root: str | os.PathLike | None = None) -> tuple[Pat
     root = Path(root) if root is not None else dataset_root()
     ann_rel, img_rel = DATASETS[name]
     ann, img = root / ann_rel, root / img_rel
+    if ann.is_file() and _version(ann) != GENERATOR_VERSION:
+        # made by an older generator: its images and boxes differ from this version's
+        print(f"{name}: regenerating (generator version {GENERATOR_VERSION})", flush=True)
+        ann.unlink(missing_ok=True)
+        shutil.rmtree(img, ignore_errors=True)
     if not ann.is_file():
         split, num_images, seed = SHAPES_DATASETS[name]
         ann, img = generate_shapes(root, split, num_images, seed)

@@ -1,0 +1,73 @@
+"""Train and evaluate every member of an ablation set, then print and write the table.
+
+python tools/run_ablation.py configs/shapes/ablations/plain_vs_residual.yaml
+python tools/run_ablation.py configs/shapes/ablations/shortcuts.yaml solver.max_iter=600
+python tools/run_ablation.py SET --reuse        # keep members already evaluated (same config)
+
+A set file lists member configs (relative to it), a baseline member, overrides for all members
+and an output folder (detection/analysis/ablation.py documents the format). Member <m> runs in
+<output_dir>/<m> as tools/train.py would (checkpoints, metrics.jsonl, eval/metrics.json). The
+table (mAP@.5, mAP@[.5,.95], changes against the baseline, parameters, final training loss) is
+printed and written to <output_dir>/ablation.md and ablation.csv. KEY=VALUE overrides after the
+flags apply to every member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from detection.analysis.ablation import (
+    ablation_rows,
+    format_ablation_markdown,
+    load_ablation_set,
+    run_ablation,
+    write_tables,
+)
+from detection.config import ConfigError
+from detection.data import ImageReadError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
+    parser.add_argument("set", metavar="SET", help="ablation set file (YAML)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every member"
+    )
+    parser.add_argument("--output-dir", help="overrides the set's output_dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue each member from its last_checkpoint"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="skip members whose eval/metrics.json holds the same config",
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
+    )
+    # intermixed: overrides may follow flags (SET --output-dir D KEY=VALUE) as in other tools
+    args = parser.parse_intermixed_args(argv)
+    try:
+        ablation = load_ablation_set(args.set, args.output_dir)
+        results = run_ablation(
+            ablation, args.overrides, device=args.device, resume=args.resume, reuse=args.reuse
+        )
+    except (ConfigError, FileNotFoundError, ImageReadError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    rows = ablation_rows(results, ablation.baseline)
+    title = ablation.description or ablation.name
+    print(format_ablation_markdown(rows, title))
+    paths = write_tables(rows, ablation.output_dir, title)
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
