@@ -18,7 +18,7 @@ from detection.config.cli import add_config_arguments, config_from_args, print_c
 from detection.data import ImageReadError
 from detection.engine.distributed import cleanup, device_of, init_distributed
 from detection.engine.trainer import train
-from detection.evaluation import evaluate_model
+from detection.evaluation import evaluate_model, training_evaluator
 from detection.modeling import load_model
 
 
@@ -60,14 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint=args.checkpoint,
             )
         else:
-
-            def evaluate(model, iteration):
-                return evaluate_model(
-                    model, cfg, output_dir=None, rank=info.rank, world_size=info.world_size
-                )
-
             metrics = train(
-                cfg, resume=args.resume, device=device, dist_info=info, evaluate=evaluate
+                cfg,
+                resume=args.resume,
+                device=device,
+                dist_info=info,
+                evaluate=training_evaluator(cfg, info.rank, info.world_size),
             )
     except (ConfigError, FileNotFoundError, ImageReadError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from ..config import Config, ConfigError, config_from_dict, load_config, to_dict
-from ..evaluation.compare import Entry, comparison_rows, load_entry
+from ..evaluation.compare import Entry, comparison_rows, format_csv, load_entry
 
 SET_KEYS = ("name", "description", "members", "baseline", "overrides", "output_dir")
 MEMBER_KEYS = ("config", "name", "overrides")
@@ -248,7 +248,7 @@ def is_done(cfg: Config) -> bool:
 def train_and_evaluate(cfg: Config, *, device: str = "cpu", resume: bool = False) -> None:
     """Train cfg and evaluate the final model into <output_dir>/eval (as tools/train.py does)."""
     from ..engine.trainer import train
-    from ..evaluation import default_output_dir, evaluate_model
+    from ..evaluation import training_evaluator
 
     if cfg.test.eval_period < 0:
         raise ConfigError(
@@ -256,17 +256,7 @@ def train_and_evaluate(cfg: Config, *, device: str = "cpu", resume: bool = False
             "models; use 0 (evaluate at the end) or a positive period"
         )
 
-    def evaluate(model, iteration):
-        # the final evaluation is the run's result: <output_dir>/eval/metrics.json
-        final = iteration >= cfg.solver.max_iter
-        return evaluate_model(
-            model,
-            cfg,
-            output_dir=default_output_dir(cfg) if final else None,
-            checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
-        )
-
-    train(cfg, resume=resume, device=device, evaluate=evaluate)
+    train(cfg, resume=resume, device=device, evaluate=training_evaluator(cfg))
 
 
 def run_ablation(
@@ -372,21 +362,7 @@ def format_ablation_markdown(rows: Sequence[dict[str, Any]], title: str = "") ->
 
 def format_ablation_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The table as CSV (floats rounded to 4 decimals, empty where not available)."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=TABLE_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {
-                k: (round(v, 4) if isinstance(v, float) else "" if v is None else v)
-                for k, v in row.items()
-                if k in TABLE_FIELDS
-            }
-        )
-    return out.getvalue()
+    return format_csv(rows, TABLE_FIELDS)
 
 
 def write_tables(rows: Sequence[dict[str, Any]], output_dir: Path, title: str) -> list[Path]:

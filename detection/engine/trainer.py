@@ -188,7 +188,6 @@ class Trainer:
         self.iteration = int(ckpt["iteration"])
         rng = ckpt["rng"]
         set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
-        self._truncate_metrics()
         self.log(f"resumed from {path} at iteration {self.iteration}")
 
     def _truncate_metrics(self) -> None:
@@ -228,6 +227,7 @@ class Trainer:
                 device_ids=[self.info.local_rank] if self.device.startswith("cuda") else None,
             )
         model.train()
+        self._truncate_metrics()  # a fresh run starts a fresh file; a resumed one drops redone
         loader = build_train_loader(
             cfg,
             rank=self.info.rank,

@@ -20,6 +20,7 @@ from .evaluator import (
     evaluate_model,
     load_checkpoint_model,
     run_evaluation,
+    training_evaluator,
     write_json,
 )
 from .inference import infer_shard, inference_on_dataset, merge_by_image
@@ -33,6 +34,7 @@ __all__ = [
     "detections_to_coco",
     "evaluate_checkpoint",
     "evaluate_model",
+    "training_evaluator",
     "find_metrics",
     "format_csv",
     "format_markdown",

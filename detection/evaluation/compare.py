@@ -191,17 +191,17 @@ CSV_FIELDS = (
 )
 
 
-def format_csv(rows: Sequence[dict]) -> str:
+def format_csv(rows: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str:
     """The table as CSV (numbers rounded to 4 decimals, empty where not available)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow(
             {
                 k: (round(v, 4) if isinstance(v, float) else "" if v is None else v)
                 for k, v in row.items()
-                if k in CSV_FIELDS
+                if k in fields
             }
         )
     return out.getvalue()

@@ -238,3 +238,21 @@ def evaluate_checkpoint(
         progress=progress,
         summary=summary,
     )
+
+
+def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | None = None):
+    """The trainer's evaluation hook: periodic evaluations in memory, the final one written
+    to <output_dir>/eval (metrics.json, detections.json) as the run's result."""
+
+    def evaluate(model: nn.Module, iteration: int) -> dict[str, Any]:
+        final = iteration >= cfg.solver.max_iter
+        return evaluate_model(
+            model,
+            cfg,
+            output_dir=default_output_dir(cfg) if final else None,
+            rank=rank,
+            world_size=world_size,
+            checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
+        )
+
+    return evaluate
