@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
@@ -99,6 +99,12 @@ def _lookup(sorted_keys: np.ndarray, order: np.ndarray, queries: np.ndarray):
     return order[pos], sorted_keys[pos] == queries
 
 
+def _escapes_root(file_name: str) -> bool:
+    """True for absolute paths and paths with '..' parts (they point out of the image folder)."""
+    p = PurePath(file_name.replace("\\", "/"))
+    return p.is_absolute() or file_name.startswith(("/", "\\")) or ".." in p.parts
+
+
 def load_coco_index(
     annotations: str | Path, *, train: bool, filter_empty: bool, skip_bad_images: bool = False
 ) -> CocoIndex:
@@ -123,6 +129,15 @@ def load_coco_index(
     if len(uniq) != len(img_ids):
         dup = np.setdiff1d(np.arange(len(img_ids)), first)
         raise ValueError(f"{path}: duplicate image ids, e.g. {img_ids[dup[:5]].tolist()}")
+    escaping = np.array([_escapes_root(f) for f in file_names], bool)
+    if escaping.any():
+        # never a skip: a path out of the image folder is a hostile or broken file, not noise
+        i = int(np.flatnonzero(escaping)[0])
+        raise ValueError(
+            f"{path}: image id {int(img_ids[i])} has file_name {file_names[i]!r}, which leaves "
+            f"the image folder ({int(escaping.sum())} such images); file names must be relative "
+            "paths inside it"
+        )
     bad_img = ~((heights > 0) & (widths > 0)) | np.array([not f for f in file_names], bool)
     if bad_img.any():
         if not skip_bad_images:

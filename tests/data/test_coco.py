@@ -184,3 +184,18 @@ def test_invalid_annotations(messy_coco):
 def test_missing_annotation_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="COCO annotation file not found"):
         COCODataset(tmp_path / "nope.json", tmp_path, train=True)
+
+
+@pytest.mark.parametrize("name", ["../secret.jpg", "/etc/passwd", "a/../../b.jpg", "..\\x.jpg"])
+def test_file_names_escaping_the_image_folder_are_refused(tmp_path, name):
+    coco = {
+        "images": [{"id": 7, "file_name": name, "width": 10, "height": 10}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="image id 7 has file_name .* leaves the image folder"):
+        COCODataset(path, tmp_path, train=False)
+    with pytest.raises(ValueError, match="leaves the image folder"):
+        COCODataset(path, tmp_path, train=True, skip_bad_images=True)
