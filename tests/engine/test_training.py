@@ -198,3 +198,32 @@ def test_plot_metrics(tiny_config, tmp_path):
     assert "is not JSON; skipped" in r.stderr
     r = run_tool([ROOT / "tools/plot_metrics.py", tmp_path / "nothing"], check=False)
     assert r.returncode == 2 and "no metrics.jsonl" in r.stderr
+
+
+def test_eval_only(tiny_config, tmp_path, datasets_root):
+    path, out = tiny_config
+    train(load_config(path, ["solver.max_iter=1"]))
+    coco = json.loads((datasets_root / "shapes/annotations/instances_val.json").read_text())
+    keep = {img["id"] for img in coco["images"][:3]}
+    coco["images"] = [i for i in coco["images"] if i["id"] in keep]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+    subset = tmp_path / "val3.json"
+    subset.write_text(json.dumps(coco))
+    r = run_tool(
+        [
+            ROOT / "tools/train.py",
+            "--config",
+            path,
+            "--eval-only",
+            "--checkpoint",
+            out / "model_final.pth",
+            "--output-dir",
+            tmp_path / "ev",
+            f"data.test.annotations={subset}",
+            f"data.test.images={datasets_root / 'shapes/val'}",
+        ],
+        env_extra={"RESDET_DATASETS": str(datasets_root)},
+    )
+    metrics = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert metrics["num_images"] == 3 and "AP50" in r.stdout
+    assert metrics["checkpoint"].endswith("model_final.pth")
