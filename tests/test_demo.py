@@ -70,5 +70,5 @@ def test_shortened_demo(tmp_path):
         ],
         env,
     )
-    assert "vgg16" in r.stdout and "resnet18" in r.stdout
+    assert "VGG-16" in r.stdout and "ResNet-18" in r.stdout
     assert (tmp_path / "cmp.png").stat().st_size > 1000

@@ -21,7 +21,11 @@ from detection.config import (
 from detection.data.catalog import resolve_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+# ablation set files (a `members` list, read by tools/run_ablation.py) are not configs
+CONFIGS = sorted(
+    p for p in (ROOT / "configs").rglob("*.yaml") if "members" not in yaml.safe_load(p.read_text())
+)
+SETS = sorted(set((ROOT / "configs").rglob("*.yaml")) - set(CONFIGS))
 
 
 def write(path: Path, text: str) -> Path:
@@ -43,6 +47,14 @@ def test_every_config_loads_and_round_trips(path, tmp_path):
     dump(cfg, dumped)
     assert load_config(dumped) == cfg
     assert config_from_dict(yaml.safe_load(dumped.read_text())) == cfg
+
+
+@pytest.mark.parametrize("path", SETS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_ablation_set_loads(path, tmp_path):
+    from detection.analysis.ablation import load_ablation_set
+
+    ablation = load_ablation_set(path, tmp_path)
+    assert len(ablation.members) >= 2
 
 
 def test_defaults_without_file():
