@@ -70,6 +70,23 @@ _RULES = [
 ]
 
 
+def freeze_torchvision_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace BatchNorm2d by torchvision's FrozenBatchNorm2d (as in its pretrained detectors)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen.to(child.weight.device))
+        else:
+            freeze_torchvision_bn(child)
+    return module
+
+
 def coco_class_names() -> list[str]:
     """torchvision's 90 COCO category slots (ids 1..90; unused ids are named 'N/A')."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights

@@ -5,26 +5,12 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
-from torchvision.ops import FrozenBatchNorm2d as TVFrozenBN
 
 from detection import load_model
+from detection.modeling.convert import freeze_torchvision_bn
 from tools import convert_weights
 
 TAKE_ALL = 10_000_000  # sampler batch larger than any candidate count: no randomness
-
-
-def freeze_bn(module: nn.Module) -> None:
-    """Replace BatchNorm2d by torchvision's FrozenBatchNorm2d (as in its pretrained models)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = TVFrozenBN(child.num_features)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_bn(child)
 
 
 def images(seed: int, sizes) -> list[torch.Tensor]:
@@ -55,7 +41,7 @@ def models(tmp_path_factory):
                 [0.229, 0.224, 0.225]
             )[:, None, None]
             body(normalized[None])
-    freeze_bn(tv)
+    freeze_torchvision_bn(tv)
     # spread the class scores so that random weights give detections above the threshold
     with torch.no_grad():
         tv.roi_heads.box_predictor.cls_score.weight.mul_(30)
