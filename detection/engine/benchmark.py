@@ -114,6 +114,12 @@ def torchvision_twin(model: nn.Module) -> nn.Module:
             f"configs/coco/faster_rcnn_R50_FPN_1x.yaml); this model lacks {missing[:3]}"
         )
     tv.load_state_dict({t: ours[o] for o, t in ours_to_tv.items()}, strict=False)
+    # train the same parameters: freeze what our model freezes (e.g. freeze_at=2: stem, res2)
+    trainable = {o for o, p in model.named_parameters() if p.requires_grad}
+    tv_params = dict(tv.named_parameters())
+    for o, t in ours_to_tv.items():
+        if t in tv_params:
+            tv_params[t].requires_grad_(o in trainable)
     return tv
 
 
