@@ -20,9 +20,9 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ..config import Config, load_config, to_dict
+from ..config import Config, to_dict
 from ..engine.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
-from ..modeling.build import build_model, load_model, read_checkpoint
+from ..modeling.build import load_model
 from .coco import coco_evaluate
 from .inference import infer_shard, merge_by_image, unwrap
 
@@ -58,20 +58,8 @@ def load_checkpoint_model(
 ) -> tuple[nn.Module, Config]:
     """(model in eval mode, its config): the checkpoint's embedded config plus `overrides`, or,
     with `config`, that file plus `overrides` in its place."""
-    if config is None:
-        model = load_model(checkpoint, overrides, device=device)
-        return model, model.cfg
-    cfg = load_config(config, overrides)
-    ckpt = read_checkpoint(checkpoint)
-    model = build_model(cfg, load_backbone_weights=False, class_names=ckpt.get("class_names"))
-    result = model.load_state_dict(ckpt["model"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{checkpoint}: weights do not fit the model of {config}: missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}; use the config "
-            "the checkpoint was trained with (omit --config to use the embedded one)"
-        )
-    return model.to(device).eval(), cfg
+    model = load_model(checkpoint, overrides, device=device, config=config)
+    return model, model.cfg
 
 
 def check_classes(model: nn.Module, cfg: Config, dataset) -> None:

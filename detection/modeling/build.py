@@ -13,7 +13,7 @@ from backbones import build_backbone, load_pretrained
 from backbones.fpn import FPN
 from backbones.resnet import ResNet, split_after
 
-from ..config import Config, ConfigError, config_from_dict
+from ..config import Config, ConfigError, config_from_dict, load_config
 from .anchors import AnchorGenerator
 from .box_heads import FastRCNNPredictor, Res5Head, TwoFCHead, VGGBoxHead
 from .poolers import RoIPooler
@@ -181,15 +181,25 @@ def load_model(
     overrides: Iterable[str] = (),
     *,
     device: str | torch.device = "cpu",
+    config: str | os.PathLike | None = None,
 ) -> FasterRCNN:
-    """The detector of a checkpoint (built from its embedded config), in eval mode."""
+    """The detector of a checkpoint in eval mode: built from its embedded config plus
+    `overrides`, or, with `config`, from that YAML file plus `overrides` instead."""
     ckpt = read_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"], f"checkpoint {checkpoint}", overrides)
+    if config is None:
+        cfg = config_from_dict(ckpt["config"], f"checkpoint {checkpoint}", overrides)
+        hint = ""
+    else:
+        cfg = load_config(config, overrides)
+        hint = (
+            f" ({config}); use the config the checkpoint was trained with (omit --config to use "
+            "the embedded one)"
+        )
     model = build_model(cfg, load_backbone_weights=False, class_names=ckpt.get("class_names"))
     result = model.load_state_dict(ckpt["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{checkpoint}: weights do not fit the model of its config: missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}{hint}"
         )
     return model.to(device).eval()
