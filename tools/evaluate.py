@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch.distributed as dist
-
 from detection.config import ConfigError
 from detection.config.cli import add_config_arguments, print_config
-from detection.data import build_dataset, build_test_loader
-from detection.engine.distributed import device_of, init_distributed
+from detection.data import build_dataset
+from detection.engine.distributed import cleanup, device_of, init_distributed
 from detection.evaluation import (
     check_classes,
     default_output_dir,
+    evaluate_model,
     format_table,
     load_checkpoint_model,
-    run_evaluation,
 )
 
 
@@ -67,17 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             check_classes(model, cfg, dataset)
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"{parser.prog}: error: test set: {e}\n")
-        loader = build_test_loader(
-            cfg, rank=rank, world_size=world_size, batch_size=args.batch_size, dataset=dataset
-        )
         output_dir = args.output_dir or default_output_dir(cfg)
-        record = run_evaluation(
+        record = evaluate_model(
             model,
             cfg,
             output_dir,
-            dataset,
-            loader,
+            rank,
+            world_size,
             device=device,
+            batch_size=args.batch_size,
+            dataset=dataset,
             checkpoint=args.checkpoint,
             progress=not args.no_progress,
             summary=sys.stdout if rank == 0 else None,
@@ -92,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote {output_dir}/metrics.json and {output_dir}/detections.json")
     finally:
-        if world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        cleanup()
     return 0
 
 
