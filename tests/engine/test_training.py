@@ -1,40 +1,17 @@
 """Training end to end on shapes: metrics, checkpoints, resume, non-finite losses, DDP."""
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import read_jsonl, run_tool
 
 from detection.config import ConfigError, load_config
 from detection.engine.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_tool(args, *, env_extra=None, check=True, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    r = subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        **kwargs,
-    )
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}")
-    return r
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_train_writes_metrics_checkpoints_and_config(tiny_config):
@@ -67,76 +44,10 @@ def test_train_writes_metrics_checkpoints_and_config(tiny_config):
     assert {"model", "optimizer", "scheduler", "rng", "config", "data"} <= set(ckpt)
 
 
-def test_resume_without_checkpoint_starts_fresh(tiny_config, capsys):
-    path, out = tiny_config
-    train(load_config(path, ["solver.max_iter=1"]), resume=True)
-    assert "no checkpoint" in capsys.readouterr().err
-
-
-def test_resume_refuses_another_model_and_warns_on_schedule(tiny_config):
-    path, out = tiny_config
-    train(load_config(path, ["solver.max_iter=2"]))
-    with pytest.raises(ConfigError, match=r"model.backbone.name: 'resnet18' -> 'resnet34'"):
-        Trainer(load_config(path, ["model.backbone.name=resnet34"])).resume()
-    trainer = Trainer(load_config(path, ["solver.max_iter=3"]))
-    with pytest.warns(UserWarning, match="solver.max_iter: 2 -> 3"):
-        trainer.resume()
-    assert trainer.iteration == 2
-
-
-def test_non_finite_loss_stops_with_clear_error(tiny_config):
-    path, out = tiny_config
-    trainer = Trainer(load_config(path, ["solver.max_iter=4"]))
-    with torch.no_grad():
-        trainer.model.roi_heads.predictor.cls_score.bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match=r"iteration 1: .*loss_cls=nan"):
-        trainer.train()
-
-
 def test_mismatched_class_count_is_a_config_error(tiny_config):
     path, _ = tiny_config
     with pytest.raises(ConfigError, match="set model.roi_heads.num_classes=5"):
         Trainer(load_config(path, ["model.roi_heads.num_classes=80"]))
-
-
-@pytest.mark.slow
-def test_sigkill_and_resume_gives_identical_weights(tiny_config, tmp_path):
-    path, out = tiny_config
-    common = [
-        ROOT / "tools/train.py",
-        "--config",
-        path,
-        "solver.max_iter=10",
-        "solver.log_period=1",
-    ]
-    run_tool([*common, "--output-dir", tmp_path / "straight"])
-    # the same run, killed after its first checkpoint, then resumed
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, *map(str, common), "--output-dir", str(out)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while not (out / "last_checkpoint").exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = (out / "last_checkpoint").read_text().strip()
-    assert killed_at != "model_final.pth", "killed too late to test anything"
-    r = run_tool([*common, "--output-dir", out, "--resume"])
-    assert "resumed from" in r.stderr
-    a = torch.load(tmp_path / "straight/model_final.pth", weights_only=True)
-    b = torch.load(out / "model_final.pth", weights_only=True)
-    assert a["iteration"] == b["iteration"] == 10
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    records = read_jsonl(out / "metrics.jsonl")
-    assert [r["iteration"] for r in records] == list(range(1, 11))
 
 
 def free_port() -> int:
