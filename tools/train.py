@@ -15,9 +15,8 @@ import torch
 
 from detection.config import ConfigError
 from detection.config.cli import add_config_arguments, config_from_args, print_config
-from detection.data import ImageReadError
 from detection.engine.distributed import cleanup, device_of, init_distributed
-from detection.engine.trainer import train
+from detection.engine.trainer import TrainingError, train
 from detection.evaluation import evaluate_model, training_evaluator
 from detection.modeling import load_model
 
@@ -67,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                 dist_info=info,
                 evaluate=training_evaluator(cfg, info.rank, info.world_size),
             )
-    except (ConfigError, FileNotFoundError, ImageReadError) as e:
+    except (ConfigError, ValueError, OSError) as e:
+        # a bad config, dataset, image, checkpoint or a full disk: the message says what to fix
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except (FloatingPointError, TrainingError) as e:
         print(f"{parser.prog}: training stopped: {e}", file=sys.stderr)
         return 1
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,57 @@ def config_differences(old: dict, new: dict, section: str) -> list[str]:
     ]
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, permissions); the previous one is
+    intact."""
+
+
 class Checkpointer:
-    """Periodic checkpoints in `output_dir` with a `last_checkpoint` pointer; keeps the last N."""
+    """Periodic checkpoints in `output_dir` with a `last_checkpoint` pointer; keeps the last N.
+
+    The pointer is replaced only after the checkpoint it names is complete and renamed into
+    place, so a crash at any point leaves it naming a loadable file (or absent).
+    """
 
     def __init__(self, output_dir: str | os.PathLike, keep: int = 3) -> None:
         self.dir = Path(output_dir)
         self.keep = keep
 
     def save(self, name: str, payload: dict[str, Any], *, periodic: bool = True) -> Path:
-        path = save_atomic(payload, self.dir / name)
-        pointer_tmp = self.dir / f".{POINTER}.tmp"
-        pointer_tmp.write_text(name + "\n")
-        os.replace(pointer_tmp, self.dir / POINTER)
+        self._remove_stale_temporaries()
+        try:
+            path = save_atomic(payload, self.dir / name)
+            pointer_tmp = self.dir / f".{POINTER}.tmp"
+            pointer_tmp.write_text(name + "\n")
+            os.replace(pointer_tmp, self.dir / POINTER)
+        except (OSError, RuntimeError) as e:
+            # a full disk surfaces as OSError from open/write/fsync, or as a RuntimeError from
+            # torch.save's zip writer ("unexpected pos"): say so, with the space left
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            try:
+                free = f"{shutil.disk_usage(self.dir).free / 2**20:.0f} MiB free there"
+            except OSError:
+                free = "free space unknown"
+            last = self.dir / POINTER
+            kept = (
+                f"{last} still names the last complete checkpoint ({last.read_text().strip()})"
+                if last.is_file()
+                else "No earlier checkpoint exists"
+            )
+            error = CheckpointWriteError(
+                f"could not write checkpoint {self.dir / name}: {reason} ({free}). {kept}. "
+                "Free disk space or pick another output_dir, then rerun with --resume"
+            )
+            error.errno = getattr(e, "errno", None)
+            raise error from e
         if periodic:
             self._prune()
         return path
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files left by a writer that was killed mid-write (one writer per folder)."""
+        for tmp in self.dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         periodic = sorted(self.dir.glob("model_[0-9]*.pth"))

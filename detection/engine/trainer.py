@@ -19,14 +19,18 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config, ConfigError, save_config, to_dict
-from ..data import build_dataset, build_train_loader
-from ..modeling import build_model
+from ..data import build_dataset, build_train_loader, worker_error
+from ..modeling import build_model, read_checkpoint
 from .checkpoint import Checkpointer, config_differences, model_checkpoint
 from .distributed import DistInfo, reduce_mean
 from .optim import build_optimizer, build_scheduler
 from .rng import get_rng_state, seed_all, set_rng_state
 
 EvalFn = Callable[[nn.Module, int], dict[str, Any]]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (out of memory); the message says at what and what to change."""
 
 
 class MetricsWriter:
@@ -86,6 +90,14 @@ def _to_device(images, targets, device: str):
         for t in targets
     ]
     return images, targets
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError saying so."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError | MemoryError) or (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
@@ -155,6 +167,15 @@ class Trainer:
         )
 
     def save(self, name: str, *, periodic: bool = True) -> None:
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            # a checkpoint must never hold weights that cannot be resumed from
+            raise FloatingPointError(
+                f"non-finite weights at iteration {self.iteration} ({', '.join(bad[:5])}"
+                f"{', ...' if len(bad) > 5 else ''}); not saving {name}. "
+                + self._last_good()
+                + "Lower solver.base_lr, raise solver.warmup_iters or set solver.clip_grad_norm."
+            )
         state = self.state()  # collective: every rank takes part
         if self.info.is_main:
             path = self.checkpointer.save(name, state, periodic=periodic)
@@ -166,7 +187,7 @@ class Trainer:
         if path is None:
             self.log(f"--resume: no checkpoint in {self.out}; starting from iteration 0")
             return
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        ckpt = read_checkpoint(path)
         new = to_dict(self.cfg)
         changed = config_differences(ckpt["config"], new, "model")
         if changed:
@@ -210,12 +231,49 @@ class Trainer:
         if torch.isfinite(total):
             return
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-        last = self.checkpointer.last() if self.info.is_main else None
         raise FloatingPointError(
-            f"non-finite loss at iteration {self.iteration + 1}: {terms}. "
-            + (f"The last good checkpoint {last} is intact. " if last else "")
+            f"non-finite loss at iteration {self.iteration + 1}: {terms}; no update was applied. "
+            + self._last_good()
             + "Lower solver.base_lr, raise solver.warmup_iters or set solver.clip_grad_norm."
         )
+
+    def _last_good(self) -> str:
+        last = self.checkpointer.last() if self.info.is_main else None
+        return f"The last good checkpoint {last} is intact. " if last else ""
+
+    def _out_of_memory(self, error: BaseException, images: list[torch.Tensor]) -> TrainingError:
+        i = self.cfg.input
+        sizes = ", ".join(f"{t.shape[-1]}x{t.shape[-2]}" for t in images)
+        return TrainingError(
+            f"out of memory on {self.device} at iteration {self.iteration + 1} with "
+            f"{len(images)} images per process (solver.ims_per_batch="
+            f"{self.cfg.solver.ims_per_batch}), input images {sizes} resized to short side "
+            f"{list(i.min_size_train)} (at most {i.max_size_train}). Lower solver.ims_per_batch "
+            "(and base_lr with it), input.min_size_train / input.max_size_train, or use "
+            f"solver.amp=bf16. ({str(error).splitlines()[0][:200]})"
+        )
+
+    def _step(self, model: nn.Module, images, targets, params) -> dict[str, torch.Tensor]:
+        """Forward, loss check, backward and optimizer step of one iteration."""
+        s = self.cfg.solver
+        with _autocast(s.amp, self.device):
+            losses = model(images, targets)
+        total = sum(losses.values())
+        self._check_finite(losses, total)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            if s.clip_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            if s.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
+            self.optimizer.step()
+        return losses
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -256,26 +314,18 @@ class Trainer:
         try:
             while self.iteration < s.max_iter:
                 t0 = time.perf_counter()
-                images, targets = next(batches)
+                try:
+                    images, targets = next(batches)
+                except Exception as e:
+                    raise worker_error(e) from None
                 images, targets = _to_device(images, targets, self.device)
                 data_time += time.perf_counter() - t0
-                with _autocast(s.amp, self.device):
-                    losses = model(images, targets)
-                total = sum(losses.values())
-                self._check_finite(losses, total)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(total).backward()
-                    if s.clip_grad_norm:
-                        self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    total.backward()
-                    if s.clip_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
-                    self.optimizer.step()
+                try:
+                    losses = self._step(model, images, targets, params)
+                except (RuntimeError, MemoryError) as e:
+                    if not _is_out_of_memory(e):
+                        raise
+                    raise self._out_of_memory(e, images) from e
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.iteration += 1
