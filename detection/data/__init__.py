@@ -11,6 +11,7 @@ from .build import (  # noqa: E402
     build_train_loader,
     collate,
     per_rank_batch_size,
+    worker_error,
 )
 from .coco import COCODataset, load_coco_index  # noqa: E402
 from .images import ImageReadError, read_image  # noqa: E402
@@ -56,4 +57,5 @@ __all__ = [
     "resize_test",
     "to_tensor",
     "train_augmentations",
+    "worker_error",
 ]

@@ -22,6 +22,26 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
     return [image for image, _ in batch], [target for _, target in batch]
 
 
+def worker_error(error: BaseException) -> BaseException:
+    """An exception raised in a DataLoader worker, as the original error with its own message.
+
+    The loader re-raises worker errors with the worker's whole traceback in the message; a user
+    should read "cannot decode image X", not a traceback.
+    """
+    text = str(error)
+    if "Original Traceback" not in text:
+        return error
+    cls = type(error)
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__name__}: "):
+        at = text.rfind("\n" + prefix)
+        if at >= 0:
+            try:
+                return cls(text[at + 1 + len(prefix) :].rstrip())
+            except Exception:  # an exception type that needs other arguments
+                return error
+    return error
+
+
 def build_dataset(cfg: Config, split: str) -> COCODataset:
     """The "train" or "test" dataset of a config, with its transforms; the synthetic shapes
     sets are generated under the dataset root on first use."""

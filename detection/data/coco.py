@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -24,12 +25,17 @@ logger = logging.getLogger(__name__)
 DROP_REASONS = (
     "invalid_annotation",  # unknown image id or category id (only with skip_bad_images)
     "bad_image_entry",  # image entry without a usable width/height (only with skip_bad_images)
+    "missing_file",  # image file not found under the image root (only with skip_bad_images)
+    "empty_file",  # zero-byte image file (only with skip_bad_images)
     "crowd",  # iscrowd boxes, removed from training targets only
     "non_finite",  # NaN or infinite coordinates
     "non_positive_size",  # width or height <= 0
     "outside_image",  # nothing left after clipping to the image
     "empty_image",  # images without boxes, dropped for training when filter_empty
 )
+
+# the reasons that drop whole images (their examples are image ids, the others annotation ids)
+IMAGE_REASONS = ("bad_image_entry", "missing_file", "empty_file", "empty_image")
 
 
 @dataclass
@@ -40,6 +46,9 @@ class CocoIndex:
     class_names: list[str]
     category_ids: list[int]
     drop_counts: dict[str, int] = field(default_factory=dict)
+    # the first few ids of what each reason dropped: image ids for image reasons
+    # (bad_image_entry, missing_file, empty_file, empty_image), annotation ids otherwise
+    drop_examples: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _read_coco(path: Path) -> dict:
@@ -60,7 +69,7 @@ def _read_coco(path: Path) -> dict:
     del coco  # the index pycocotools built is not needed past this point
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: COCO json has no {key!r} list")
+            raise ValueError(f"{path} is not a COCO annotation file: it has no {key!r} list")
     if not data["categories"]:
         raise ValueError(f"{path}: COCO json has no categories; a detector needs at least one")
     return data
@@ -105,14 +114,43 @@ def _escapes_root(file_name: str) -> bool:
     return p.is_absolute() or file_name.startswith(("/", "\\")) or ".." in p.parts
 
 
+def _file_problems(root: Path, file_names: list[str], candidates: np.ndarray) -> dict[str, list]:
+    """Indices of the candidate images whose file is missing or has zero bytes (one stat each:
+    about a second for COCO's 118k images, so bad files surface before training starts)."""
+    problems: dict[str, list] = {"missing_file": [], "empty_file": []}
+    for i in candidates:
+        try:
+            size = os.stat(root / file_names[i]).st_size
+        except OSError:
+            problems["missing_file"].append(i)
+            continue
+        if size == 0:
+            problems["empty_file"].append(i)
+    return problems
+
+
 def load_coco_index(
-    annotations: str | Path, *, train: bool, filter_empty: bool, skip_bad_images: bool = False
+    annotations: str | Path,
+    *,
+    train: bool,
+    filter_empty: bool,
+    skip_bad_images: bool = False,
+    image_root: str | Path | None = None,
 ) -> CocoIndex:
     """Read a COCO json into compact records: boxes xyxy clipped to the image, labels 1..K in
-    category-id order, crowd boxes removed for training, degenerate boxes dropped and counted."""
+    category-id order, crowd boxes removed for training, degenerate boxes dropped and counted.
+    With `image_root`, images whose file is missing or empty are an error naming them, or with
+    `skip_bad_images` are dropped and counted."""
     path = Path(annotations)
     data = _read_coco(path)
     counts = dict.fromkeys(DROP_REASONS, 0)
+    examples: dict[str, list[int]] = {}
+
+    def note(reason: str, dropped: np.ndarray, ids: np.ndarray) -> None:
+        """Count what `reason` drops and keep the first few image / annotation ids as examples."""
+        counts[reason] = int(dropped.sum())
+        if counts[reason]:
+            examples[reason] = ids[dropped][:5].tolist()
 
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_ids = _column(cats, "id", np.int64, path, "category")
@@ -147,7 +185,23 @@ def load_coco_index(
                 f"file_name and positive width/height, has {widths[i]:g}x{heights[i]:g} "
                 f"({int(bad_img.sum())} such images); fix the file or set data.skip_bad_images=true"
             )
-        counts["bad_image_entry"] = int(bad_img.sum())
+        note("bad_image_entry", bad_img, img_ids)
+    if image_root is not None:
+        root = Path(image_root)
+        problems = _file_problems(root, file_names, np.flatnonzero(~bad_img))
+        bad_files = problems["missing_file"] + problems["empty_file"]
+        if bad_files and not skip_bad_images:
+            i = bad_files[0]
+            what = "not found" if problems["missing_file"] else "empty (0 bytes)"
+            raise ImageReadError(
+                f"image file {what}: {root / file_names[i]} (image id {int(img_ids[i])}); "
+                f"{len(problems['missing_file'])} missing and {len(problems['empty_file'])} "
+                f"empty image files in {root}. Fix them (tools/check_dataset.py lists every "
+                "problem) or set data.skip_bad_images=true to leave them out"
+            )
+        for reason, indices in problems.items():
+            note(reason, np.isin(np.arange(len(img_ids)), indices), img_ids)
+        bad_img[bad_files] = True
 
     anns = data.get("annotations") or []
     ann_ids = _column(anns, "id", np.int64, path, "annotation", default=-1)
@@ -174,20 +228,20 @@ def load_coco_index(
                 f"({int((~valid).sum())} such annotations); fix the file or set "
                 "data.skip_bad_images=true to drop them"
             )
-        counts["invalid_annotation"] = int((~valid).sum())
+        note("invalid_annotation", ~valid, ann_ids)
     valid &= ~bad_img[img_index]  # annotations of skipped image entries go with them
 
     keep = valid.copy()
     if train:
         dropped = keep & crowd
-        counts["crowd"] = int(dropped.sum())
+        note("crowd", dropped, ann_ids)
         keep &= ~dropped
     finite = np.isfinite(bbox).all(axis=1)
-    counts["non_finite"] = int((keep & ~finite).sum())
+    note("non_finite", keep & ~finite, ann_ids)
     keep &= finite
     with np.errstate(invalid="ignore"):
         positive = (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
-    counts["non_positive_size"] = int((keep & ~positive).sum())
+    note("non_positive_size", keep & ~positive, ann_ids)
     keep &= positive
     xyxy = np.concatenate([bbox[:, :2], bbox[:, :2] + bbox[:, 2:]], axis=1)
     img_w = widths[img_index][:, None]
@@ -196,7 +250,7 @@ def load_coco_index(
         xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, img_w)
         xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, img_h)
         inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-    counts["outside_image"] = int((keep & ~inside).sum())
+    note("outside_image", keep & ~inside, ann_ids)
     keep &= inside
 
     # images kept, then annotations grouped by image in file order
@@ -204,7 +258,7 @@ def load_coco_index(
     keep_img = ~bad_img
     if train and filter_empty:
         empty = keep_img & (boxes_per_image == 0)
-        counts["empty_image"] = int(empty.sum())
+        note("empty_image", empty, img_ids)
         keep_img &= ~empty
     ann_sel = np.flatnonzero(keep)
     ann_sel = ann_sel[np.argsort(img_index[ann_sel], kind="stable")]
@@ -226,7 +280,7 @@ def load_coco_index(
             "ann_id": ann_ids[ann_sel],
         }
     )
-    return CocoIndex(records, class_names, cat_ids.tolist(), counts)
+    return CocoIndex(records, class_names, cat_ids.tolist(), counts, examples)
 
 
 class COCODataset(torch.utils.data.Dataset):
@@ -238,7 +292,8 @@ class COCODataset(torch.utils.data.Dataset):
     Indexing with (index, seed) seeds the augmentation of that one sample. `transform` is
     called as transform(image HxWx3 uint8, boxes [N, 4], seed=None) -> (CHW float tensor, boxes,
     indices of the kept input boxes), see DetectionTransform. `filter_empty` applies to training
-    only: evaluation keeps every image.
+    only: evaluation keeps every image. `check_files` looks for missing and zero-byte image
+    files when the dataset is built (see load_coco_index).
     """
 
     def __init__(
@@ -250,6 +305,7 @@ class COCODataset(torch.utils.data.Dataset):
         transform: Callable | None = None,
         filter_empty: bool = True,
         skip_bad_images: bool = False,
+        check_files: bool = True,
     ):
         self.annotations_path = Path(annotations)
         self.images_dir = Path(images)
@@ -261,12 +317,14 @@ class COCODataset(torch.utils.data.Dataset):
             train=train,
             filter_empty=filter_empty,
             skip_bad_images=skip_bad_images,
+            image_root=self.images_dir if check_files else None,
         )
         self.records = index.records
         self.class_names = index.class_names
         self.label_to_category_id = {i + 1: c for i, c in enumerate(index.category_ids)}
         self.category_id_to_label = {c: i for i, c in self.label_to_category_id.items()}
         self.drop_counts = index.drop_counts
+        self.drop_examples = index.drop_examples
         self._bad_images = 0
         self._report()
 
@@ -279,7 +337,12 @@ class COCODataset(torch.utils.data.Dataset):
         )
         problems = {k: counts[k] for k in counts if k not in ("crowd", "empty_image")}
         if problems:
-            logger.warning("%s; dropped: %s", summary, counts)
+            examples = "; ".join(
+                f"{k}: {'image' if k in IMAGE_REASONS else 'annotation'} ids "
+                f"{self.drop_examples.get(k, [])}{' ...' if counts[k] > 5 else ''}"
+                for k in problems
+            )
+            logger.warning("%s; dropped: %s (%s)", summary, counts, examples)
         else:
             logger.info("%s; dropped: %s", summary, counts or "nothing")
 

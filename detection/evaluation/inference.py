@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..data import worker_error
 from ..engine.distributed import gather_to_main, get_rank
 from .coco import detections_to_coco
 
@@ -93,6 +94,11 @@ def infer_shard(
                         )
                 count += len(images)
                 bar.update(len(images))
+    except Exception as e:
+        clean = worker_error(e)  # a bad image in a loader worker: its own message, no traceback
+        if clean is e:
+            raise
+        raise clean from None
     finally:
         bar.close()
         module.train(was_training)

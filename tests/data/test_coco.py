@@ -81,6 +81,8 @@ def test_drop_counts_and_report(messy_coco, caplog):
     assert train.drop_counts == {
         "invalid_annotation": 0,
         "bad_image_entry": 0,
+        "missing_file": 0,
+        "empty_file": 0,
         "crowd": 2,
         "non_finite": 1,
         "non_positive_size": 2,

@@ -55,7 +55,7 @@ CHILD = textwrap.dedent(
 
     before = high_water_kib()
     t = time.perf_counter()
-    ds = COCODataset(sys.argv[1], "missing-images", train=True)
+    ds = COCODataset(sys.argv[1], "missing-images", train=True, check_files=False)
     elapsed = time.perf_counter() - t
     peak = high_water_kib()
     print(len(ds), len(ds.records["boxes"]), ds.records.nbytes, before, peak, elapsed)
