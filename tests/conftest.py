@@ -1,9 +1,17 @@
 """Fixtures shared by every test folder: seeding, one shapes dataset, a tiny training config."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI runs the same examples every time (a red build is reproducible); HYPOTHESIS_PROFILE=explore
+# draws new ones
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,6 +28,7 @@ import torch
 
 from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
+from detection.config.cli import tool_parser
 
 
 class _ModelStart(argparse.Action):
@@ -58,11 +59,7 @@ class _ModelOption(argparse.Action):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = tool_parser(__doc__)
     parser.set_defaults(models=[])
     parser.add_argument(
         "--backbone",

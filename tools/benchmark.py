@@ -11,22 +11,17 @@ same weights, run alternately, and the detections are compared.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import torch
 
-from detection.config.cli import add_config_arguments, config_from_args
+from detection.config.cli import add_config_arguments, config_from_args, tool_parser
 from detection.engine.benchmark import PRECISIONS, benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument("--mode", choices=["inference", "train"], default="inference")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

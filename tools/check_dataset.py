@@ -11,20 +11,15 @@ data.skip_bad_images=true), 2 the dataset cannot be used at all (not COCO, unsaf
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
-from detection.config.cli import add_config_arguments, config_from_args
+from detection.config.cli import add_config_arguments, config_from_args, tool_parser
 from detection.data.check import check_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "test", "all"), default="all")
     parser.add_argument(

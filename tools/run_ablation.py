@@ -14,7 +14,6 @@ flags apply to every member.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -27,15 +26,12 @@ from detection.analysis.ablation import (
     write_tables,
 )
 from detection.config import ConfigError
+from detection.config.cli import tool_parser
 from detection.data import ImageReadError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = tool_parser(__doc__)
     parser.add_argument("set", metavar="SET", help="ablation set file (YAML)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every member"

@@ -8,13 +8,12 @@ python tools/train.py --config CFG --eval-only --checkpoint output/x/model_final
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
 from detection.config import ConfigError
-from detection.config.cli import add_config_arguments, config_from_args, print_config
+from detection.config.cli import add_config_arguments, config_from_args, print_config, tool_parser
 from detection.engine.distributed import cleanup, device_of, init_distributed
 from detection.engine.trainer import TrainingError, train
 from detection.evaluation import evaluate_model, training_evaluator
@@ -22,11 +21,7 @@ from detection.modeling import load_model
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument("--output-dir", help="overrides output_dir of the config")
     parser.add_argument("--resume", action="store_true", help="continue from last_checkpoint")

@@ -10,6 +10,17 @@ from .loader import ConfigError, dump, load_config
 from .schema import Config
 
 
+def tool_parser(doc: str) -> argparse.ArgumentParser:
+    """A tool's parser from its module docstring: the first line describes it, the rest (usage
+    examples) is shown after the options by --help."""
+    lines = doc.strip("\n").splitlines()
+    return argparse.ArgumentParser(
+        description=lines[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(lines[1:]),
+    )
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument("--config", required=required, metavar="FILE", help="YAML config file")
     parser.add_argument(
