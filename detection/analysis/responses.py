@@ -40,6 +40,8 @@ from torch import nn
 from backbones import build_backbone, load_pretrained
 from backbones.resnet import RESNET_SPECS, ResNet
 
+from ..evaluation.compare import save_figure
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # (conv, norm) pairs a ResNet block may hold; the 3x3 ones are found by kernel size
@@ -391,9 +393,4 @@ def plot_responses(results: Sequence[ModelResponses], path: str | os.PathLike) -
         ax.grid(alpha=0.3)
     top.legend(fontsize=8)
     top.set_title("Standard deviation of 3x3 layer responses (after BN, before ReLU/addition)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from .build import build_dataset
-from .coco import IMAGE_REASONS
+from .coco import describe_drop
 from .images import ImageReadError
 
 # drops that are part of normal training and not defects of the data
@@ -45,15 +45,10 @@ class DatasetReport:
             f"{len(self.class_names)} classes: {', '.join(self.class_names)}",
         ]
         for reason, n in self.drop_counts.items():
-            if not n:
-                continue
-            kind = "image" if reason in IMAGE_REASONS else "annotation"
-            tag = "note" if reason in EXPECTED else "PROBLEM"
-            more = " ..." if n > len(self.drop_examples.get(reason, [])) else ""
-            lines.append(
-                f"  {tag}: {reason}: {n} dropped ({kind} ids "
-                f"{self.drop_examples.get(reason, [])}{more})"
-            )
+            if n:
+                tag = "note" if reason in EXPECTED else "PROBLEM"
+                examples = self.drop_examples.get(reason, [])
+                lines.append(f"  {tag}: {describe_drop(reason, n, examples)}")
         for message in self.unreadable[:max_listed]:
             lines.append(f"  PROBLEM: {message}")
         if len(self.unreadable) > max_listed:
@@ -91,8 +86,14 @@ def check_dataset(
     if decode:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             results = pool.map(load, range(len(dataset)), chunksize=16)
-            bar = tqdm(results, total=len(dataset), desc=f"decode {split}", unit="img")
-            unreadable = [m for m in (bar if progress else results) if m is not None]
+            bar = tqdm(
+                results,
+                total=len(dataset),
+                desc=f"decode {split}",
+                unit="img",
+                disable=not progress,
+            )
+            unreadable = [m for m in bar if m is not None]
     return DatasetReport(
         split=split,
         annotations=dataset.annotations_path,

@@ -38,6 +38,13 @@ DROP_REASONS = (
 IMAGE_REASONS = ("bad_image_entry", "missing_file", "empty_file", "empty_image")
 
 
+def describe_drop(reason: str, count: int, examples: list[int]) -> str:
+    """'reason: N dropped (image|annotation ids [...])' for reports and warnings."""
+    kind = "image" if reason in IMAGE_REASONS else "annotation"
+    more = " ..." if count > len(examples) else ""
+    return f"{reason}: {count} dropped ({kind} ids {examples}{more})"
+
+
 @dataclass
 class CocoIndex:
     """What a COCO json turns into: the compact records, the label mapping and the drop counts."""
@@ -114,19 +121,18 @@ def _escapes_root(file_name: str) -> bool:
     return p.is_absolute() or file_name.startswith(("/", "\\")) or ".." in p.parts
 
 
-def _file_problems(root: Path, file_names: list[str], candidates: np.ndarray) -> dict[str, list]:
-    """Indices of the candidate images whose file is missing or has zero bytes (one stat each:
-    about a second for COCO's 118k images, so bad files surface before training starts)."""
-    problems: dict[str, list] = {"missing_file": [], "empty_file": []}
-    for i in candidates:
+def _file_problems(root: Path, file_names: list[str], check: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Masks of the images (among those `check` selects) whose file is missing, and whose file
+    has zero bytes: one stat each, about a second for COCO's 118k images, so bad files surface
+    before training starts."""
+    missing = np.zeros(len(file_names), bool)
+    empty = np.zeros(len(file_names), bool)
+    for i in np.flatnonzero(check):
         try:
-            size = os.stat(root / file_names[i]).st_size
+            empty[i] = os.stat(root / file_names[i]).st_size == 0
         except OSError:
-            problems["missing_file"].append(i)
-            continue
-        if size == 0:
-            problems["empty_file"].append(i)
-    return problems
+            missing[i] = True
+    return missing, empty
 
 
 def load_coco_index(
@@ -188,20 +194,19 @@ def load_coco_index(
         note("bad_image_entry", bad_img, img_ids)
     if image_root is not None:
         root = Path(image_root)
-        problems = _file_problems(root, file_names, np.flatnonzero(~bad_img))
-        bad_files = problems["missing_file"] + problems["empty_file"]
-        if bad_files and not skip_bad_images:
-            i = bad_files[0]
-            what = "not found" if problems["missing_file"] else "empty (0 bytes)"
+        missing, empty = _file_problems(root, file_names, ~bad_img)
+        if (missing.any() or empty.any()) and not skip_bad_images:
+            i = int(np.flatnonzero(missing if missing.any() else empty)[0])
+            what = "not found" if missing.any() else "empty (0 bytes)"
             raise ImageReadError(
                 f"image file {what}: {root / file_names[i]} (image id {int(img_ids[i])}); "
-                f"{len(problems['missing_file'])} missing and {len(problems['empty_file'])} "
+                f"{int(missing.sum())} missing and {int(empty.sum())} "
                 f"empty image files in {root}. Fix them (tools/check_dataset.py lists every "
                 "problem) or set data.skip_bad_images=true to leave them out"
             )
-        for reason, indices in problems.items():
-            note(reason, np.isin(np.arange(len(img_ids)), indices), img_ids)
-        bad_img[bad_files] = True
+        note("missing_file", missing, img_ids)
+        note("empty_file", empty, img_ids)
+        bad_img |= missing | empty
 
     anns = data.get("annotations") or []
     ann_ids = _column(anns, "id", np.int64, path, "annotation", default=-1)
@@ -338,9 +343,7 @@ class COCODataset(torch.utils.data.Dataset):
         problems = {k: counts[k] for k in counts if k not in ("crowd", "empty_image")}
         if problems:
             examples = "; ".join(
-                f"{k}: {'image' if k in IMAGE_REASONS else 'annotation'} ids "
-                f"{self.drop_examples.get(k, [])}{' ...' if counts[k] > 5 else ''}"
-                for k in problems
+                describe_drop(k, counts[k], self.drop_examples.get(k, [])) for k in problems
             )
             logger.warning("%s; dropped: %s (%s)", summary, counts, examples)
         else:

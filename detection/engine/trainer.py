@@ -167,7 +167,9 @@ class Trainer:
         )
 
     def save(self, name: str, *, periodic: bool = True) -> None:
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        names, params = zip(*self.model.named_parameters(), strict=True)
+        finite = torch.stack([torch.isfinite(p).all() for p in params]).tolist()  # one sync
+        bad = [n for n, ok in zip(names, finite, strict=True) if not ok]
         if bad:
             # a checkpoint must never hold weights that cannot be resumed from
             raise FloatingPointError(

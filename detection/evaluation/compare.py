@@ -207,6 +207,18 @@ def format_csv(rows: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str:
     return out.getvalue()
 
 
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_comparison(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     """A grouped bar chart (mAP@.5 and mAP@[.5,.95] per model) written to `path`."""
     try:
@@ -251,9 +263,4 @@ def plot_comparison(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     ax.set_title("Faster R-CNN: backbone comparison (hatched: paper, literature)", fontsize=10)
     ax.legend(fontsize=8)
     ax.margins(y=0.15)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
