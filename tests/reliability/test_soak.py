@@ -12,7 +12,8 @@ from helpers import ROOT
 
 
 def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and its children (the data-loader workers)."""
+    """Resident memory of a process and its children (the data-loader workers). A process that
+    exits while it is read (a zombie has no VmRSS line, a reaped one no /proc entry) counts 0."""
     total = 0
     pids = [pid]
     while pids:
@@ -20,9 +21,10 @@ def tree_rss_kib(pid: int) -> int:
         try:
             status = Path(f"/proc/{p}/status").read_text()
             children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        total += int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1])
+        rss = [ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")]
+        total += int(rss[0]) if rss else 0
         pids += [int(c) for c in children]
     return total
 
