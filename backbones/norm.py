@@ -88,3 +88,42 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return convert_frozen_batchnorm(module)
+
+
+def _fold_into(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
+    """conv <- norm(conv(.)), with FrozenBatchNorm2d's scale and shift."""
+    with torch.no_grad():
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        shift = norm.bias - norm.running_mean * scale
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+        if conv.bias is None:
+            conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+        else:
+            conv.bias.mul_(scale).add_(shift)
+
+
+def fold_frozen_batchnorm(module: nn.Module) -> int:
+    """Fold every FrozenBatchNorm2d that follows a Conv2d into that conv, for inference.
+
+    The pairs are those the backbones build: attributes `convN` / `bnN` of one module (ResNet
+    blocks and stem) and a Conv2d directly followed by the norm in an nn.Sequential (shortcuts,
+    VGG-BN). Each folded norm becomes nn.Identity, so the network computes the same function
+    (up to float rounding) with one pass over each feature map fewer. Trainable norms (BN, GN) are
+    left alone. Returns the number of norms folded.
+    """
+    folded = 0
+    for parent in list(module.modules()):
+        children = dict(parent.named_children())
+        if isinstance(parent, nn.Sequential):
+            names = list(children)
+            pairs = [(a, b) for a, b in zip(names, names[1:], strict=False)]
+        else:
+            convs = [n for n in children if n.startswith("conv") and n[4:].isdigit()]
+            pairs = [(n, "bn" + n[4:]) for n in convs]
+        for conv_name, norm_name in pairs:
+            conv, norm = children.get(conv_name), children.get(norm_name)
+            if isinstance(conv, nn.Conv2d) and type(norm) is FrozenBatchNorm2d:
+                _fold_into(conv, norm)
+                setattr(parent, norm_name, nn.Identity())
+                folded += 1
+    return folded

@@ -1,12 +1,19 @@
-"""Measure inference or training speed of a config, optionally against torchvision.
+"""Measure inference, training, data-loading or COCO-evaluation speed of a config.
 
-    python tools/benchmark.py --config configs/coco/faster_rcnn_R50_FPN_1x.yaml \
+    python tools/benchmark.py --config configs/coco/faster_rcnn_R50_FPN_1x.yaml \\
         --mode inference --size 800 1067 --iters 10 --vs-torchvision
-    python tools/benchmark.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml --mode train \
+    python tools/benchmark.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml --mode train \\
         --batch 2 --precision bf16 --json r101_train.json
+    python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode data \\
+        data.num_workers=2
+    python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode eval \\
+        [--results output/.../detections.json]
 
-Weights are random (speed does not depend on them); with --vs-torchvision both models carry the
-same weights, run alternately, and the detections are compared.
+inference / train: weights are random (speed does not depend on them); inference runs the fast
+path that evaluation uses (test.fast_path=false for the plain one); with --vs-torchvision both
+models carry the same weights, run alternately, and the detections are compared. data: images/s
+of the training loader (decode, augment, collate) with data.num_workers. eval: seconds of a COCO
+evaluation of the test set with pycocotools and, where installed, faster-coco-eval.
 """
 
 from __future__ import annotations
@@ -17,38 +24,10 @@ import sys
 import torch
 
 from detection.config.cli import add_config_arguments, config_from_args, tool_parser
-from detection.engine.benchmark import PRECISIONS, benchmark
+from detection.engine.benchmark import PRECISIONS, benchmark, benchmark_data, benchmark_eval
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = tool_parser(__doc__)
-    add_config_arguments(parser)
-    parser.add_argument("--mode", choices=["inference", "train"], default="inference")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
-    parser.add_argument("--size", type=int, nargs=2, default=[800, 1067], metavar=("H", "W"))
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--vs-torchvision", action="store_true")
-    parser.add_argument("--json", help="also write the results to this file")
-    args, cfg = config_from_args(parser, argv)
-    cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
-    try:
-        result = benchmark(
-            cfg,
-            mode=args.mode,
-            device=args.device,
-            precision=args.precision,
-            size=tuple(args.size),
-            batch=args.batch,
-            iters=args.iters,
-            warmup=args.warmup,
-            vs_torchvision=args.vs_torchvision,
-            progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
-        )
-    except ValueError as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+def _print_speed(args, result) -> None:
     ours = result["ours"]
     print(
         f"{args.mode} {args.precision} {args.size[0]}x{args.size[1]} batch {args.batch} on "
@@ -60,18 +39,91 @@ def main(argv: list[str] | None = None) -> int:
         f"GFLOP/s = {100 * ours['fraction_of_peak']:.0f}% of the {result['matmul_peak_gflops']:.0f}"
         " GFLOP/s matmul peak"
     )
+    if args.mode == "inference":
+        print(
+            f"  after the backbone (RPN, pooling, heads, post-processing): "
+            f"{100 * ours['after_backbone_fraction']:.0f}% of the time"
+            + (" (fast path)" if result["fast_path"] else " (plain path)")
+        )
     if args.vs_torchvision:
         tv = result["torchvision"]
         print(
             f"  torchvision: median {tv['median_s'] * 1000:.1f} ms/iter, "
-            f"{tv['images_per_s']:.2f} images/s; ours/torchvision speed "
-            f"{result['speed_ratio_ours_over_torchvision']:.2f}x"
+            f"{tv['images_per_s']:.2f} images/s"
+            + (
+                f", {100 * tv['after_backbone_fraction']:.0f}% after the backbone"
+                if args.mode == "inference"
+                else ""
+            )
+            + f"; ours/torchvision speed {result['speed_ratio_ours_over_torchvision']:.2f}x"
             + (
                 f"; same detections: {result['same_detections']}"
                 if "same_detections" in result
                 else ""
             )
         )
+    for name, table in result.get("profile", {}).items():
+        print(f"\ntop operators, {name}:\n{table}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = tool_parser(__doc__)
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--mode", choices=["inference", "train", "data", "eval"], default="inference"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1067], metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=None, help="default: 10 (data: 50, eval: 3)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--vs-torchvision", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops")
+    parser.add_argument("--results", help="eval mode: a COCO results json (default: synthetic)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args, cfg = config_from_args(parser, argv)
+    cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
+    say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        if args.mode == "data":
+            result = benchmark_data(cfg, iters=args.iters or 50, warmup=args.warmup, progress=say)
+            print(
+                f"data: {result['images_per_s']:.1f} images/s ({result['dataset']}, "
+                f"{result['num_workers']} workers, batch {result['batch']}, "
+                f"{result['mean_megapixels_per_image']:.2f} MP/image after resizing)"
+            )
+        elif args.mode == "eval":
+            result = benchmark_eval(cfg, results=args.results, iters=args.iters or 3, progress=say)
+            print(
+                f"eval: {result['num_images']} images, {result['num_detections']} detections "
+                f"({result['results']})"
+            )
+            for backend in ("pycocotools", "faster"):
+                if backend in result:
+                    print(f"  {backend}: {result[backend]['median_s']:.2f} s")
+            if "same_metrics" in result:
+                print(
+                    f"  faster-coco-eval {result['speedup_faster_over_pycocotools']:.1f}x "
+                    f"quicker; same metrics: {result['same_metrics']}"
+                )
+        else:
+            result = benchmark(
+                cfg,
+                mode=args.mode,
+                device=args.device,
+                precision=args.precision,
+                size=tuple(args.size),
+                batch=args.batch,
+                iters=args.iters or 10,
+                warmup=args.warmup,
+                vs_torchvision=args.vs_torchvision,
+                profile=args.profile,
+                progress=say,
+            )
+            _print_speed(args, result)
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

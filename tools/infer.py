@@ -18,6 +18,7 @@ import sys
 from detection import load_model
 from detection.config import ConfigError
 from detection.evaluation import list_images, predict_images
+from detection.modeling import inference_options, prepare_for_inference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = list_images(args.input)
         model = load_model(args.checkpoint, args.overrides, device=args.device)
+        model = prepare_for_inference(model, **inference_options(model.cfg))
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
     except (FileNotFoundError, ValueError, RuntimeError) as e:

@@ -17,7 +17,7 @@ from detection.config.cli import add_config_arguments, config_from_args, print_c
 from detection.engine.distributed import cleanup, device_of, init_distributed
 from detection.engine.trainer import TrainingError, train
 from detection.evaluation import evaluate_model, training_evaluator
-from detection.modeling import load_model
+from detection.modeling import inference_options, load_model, prepare_for_inference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.eval_only:
             model = load_model(args.checkpoint, device=device)
+            model = prepare_for_inference(model, **inference_options(cfg))
             metrics = evaluate_model(
                 model,
                 cfg,

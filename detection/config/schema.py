@@ -104,6 +104,11 @@ class ModelConfig:
     input_format: str = opt("RGB", "channel order the backbone's weights expect", ("RGB", "BGR"))
     pixel_mean: list[float] = opt([0.485, 0.456, 0.406], "per-channel mean (inputs in [0, 1])")
     pixel_std: list[float] = opt([0.229, 0.224, 0.225], "per-channel std (inputs in [0, 1])")
+    compile: bool = opt(
+        False,
+        "torch.compile the backbone for evaluation and inference (eager, with a warning, where "
+        "it cannot compile)",
+    )
 
 
 @dataclass
@@ -177,6 +182,20 @@ class EvaluationConfig:
         0, "evaluate every N iterations in training; 0 = at the end only, -1 = never"
     )
     detections_per_image: int = opt(100, "most detections kept per image")
+    fast_path: bool = opt(
+        True,
+        "evaluation and inference fold FrozenBN into the convs and run channels_last (same "
+        "detections up to float rounding)",
+    )
+    precision: str = opt(
+        "fp32", "autocast dtype of evaluation and inference", ("fp32", "bf16", "fp16")
+    )
+    evaluator: str = opt(
+        "pycocotools",
+        "COCO evaluation backend: pycocotools (the reference) or faster (faster-coco-eval, "
+        "same numbers, quicker)",
+        ("pycocotools", "faster"),
+    )
 
 
 @dataclass

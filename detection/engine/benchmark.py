@@ -1,12 +1,14 @@
 """Speed measurements: inference and training throughput, FLOPs, the machine's matmul peak,
-and the same runs of torchvision's Faster R-CNN on equal weights, alternated with ours."""
+and the same runs of torchvision's Faster R-CNN on equal weights, alternated with ours; the
+training input pipeline's images/s; the seconds of a COCO evaluation per backend."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -14,21 +16,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import Config
-from ..modeling import build_model
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ..modeling import build_model, inference_options, prepare_for_inference
+from ..modeling.fast import PRECISIONS, autocast
 
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _autocast(device: str, precision: str):
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
 
 
 def matmul_peak_gflops(device: str, precision: str, n: int = 2048, repeats: int = 5) -> float:
@@ -123,6 +117,44 @@ def torchvision_twin(model: nn.Module) -> nn.Module:
     return tv
 
 
+class _StageTimer:
+    """Wall time of each call of a module (forward hooks, synchronised on CUDA)."""
+
+    def __init__(self, module: nn.Module, device: str) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._start = 0.0
+        self._handles = [
+            module.register_forward_pre_hook(self._pre),
+            module.register_forward_hook(self._post),
+        ]
+
+    def _pre(self, *_):
+        _sync(self.device)
+        self._start = time.perf_counter()
+
+    def _post(self, *_):
+        _sync(self.device)
+        self.times.append(time.perf_counter() - self._start)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def profile_top_ops(fn: Callable[[], Any], rows: int = 15) -> str:
+    """torch.profiler's table of the operators that took the most time in one call of fn."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        fn()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows)
+
+
 def benchmark(
     cfg: Config,
     *,
@@ -134,10 +166,15 @@ def benchmark(
     iters: int = 10,
     warmup: int = 2,
     vs_torchvision: bool = False,
+    profile: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Median / p90 latency, images/s, FLOPs and the fraction of the matmul peak; with
-    `vs_torchvision`, the same for torchvision's twin model, run alternately with ours."""
+    """Median / p90 latency, images/s, FLOPs, the fraction of the matmul peak and the share of
+    the backbone (with FPN) in the time; with `vs_torchvision`, the same for torchvision's twin
+    model, run alternately with ours. Inference runs our fast path as evaluation does
+    (test.fast_path, model.compile) in `precision`; `profile` adds torch.profiler's top ops."""
+    if mode not in ("inference", "train"):
+        raise ValueError(f"benchmark mode {mode!r}: use inference or train here")
     say = progress or (lambda msg: None)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, load_backbone_weights=False).to(device)
@@ -147,6 +184,10 @@ def benchmark(
     models = {"ours": model}
     if vs_torchvision:
         models["torchvision"] = torchvision_twin(model).to(device).train(train)
+    say("counting FLOPs")
+    flops = flops_per_image(model, images, targets if train else None)
+    if not train:
+        prepare_for_inference(model, **{**inference_options(cfg), "precision": precision})
     optimizers = {
         name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4)
         for name, m in models.items()
@@ -154,30 +195,33 @@ def benchmark(
 
     def step(name: str):
         m = models[name]
+        # ours sets its own inference precision (model.precision); autocast for the rest
+        context = autocast(device, "fp32" if name == "ours" and not train else precision)
         if train:
-            with _autocast(device, precision):
+            with context:
                 losses = m(images, targets)
             optimizers[name].zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizers[name].step()
             return None
-        with torch.inference_mode(), _autocast(device, precision):
+        with torch.inference_mode(), context:
             return m(images)
 
-    say("counting FLOPs")
-    flops = flops_per_image(model, images, targets if train else None)
     say("measuring the matmul peak")
     peak = matmul_peak_gflops(device, precision)
     for i in range(warmup):
         for name in models:
             step(name)
         say(f"warm-up {i + 1}/{warmup}")
+    timers = {name: _StageTimer(m.backbone, device) for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     for i in range(iters):
         order = list(models) if i % 2 == 0 else list(reversed(models))  # alternate the order
         for name in order:
             times[name].append(_time(lambda n=name: step(n), device))
         say(f"iteration {i + 1}/{iters}")
+    for timer in timers.values():
+        timer.remove()
     result: dict[str, Any] = {
         "mode": mode,
         "device": device,
@@ -185,17 +229,22 @@ def benchmark(
         "size": list(size),
         "batch": batch,
         "iters": iters,
+        "fast_path": bool(cfg.test.fast_path) and not train,
         "flops_per_image": flops,
         "matmul_peak_gflops": peak,
     }
     for name, ts in times.items():
         med = statistics.median(ts)
         p90 = sorted(ts)[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
+        # in training the hooks time the backbone's forward only
+        backbone = statistics.median(timers[name].times[: len(ts)])
         result[name] = {
             "median_s": med,
             "p90_s": p90,
             "images_per_s": batch / med,
             "per_image_median_s": med / batch,
+            "backbone_median_s": backbone,
+            "after_backbone_fraction": max(0.0, 1 - backbone / med),
         }
     ours = result["ours"]
     ours["gflops_per_s"] = flops * ours["images_per_s"] / 1e9
@@ -206,7 +255,146 @@ def benchmark(
         )
         if not train:
             result["same_detections"] = _same_detections(step("ours"), step("torchvision"))
+    if profile:
+        say("profiling one iteration")
+        result["profile"] = {name: profile_top_ops(lambda n=name: step(n)) for name in models}
     return result
+
+
+def benchmark_data(
+    cfg: Config,
+    *,
+    iters: int = 50,
+    warmup: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Images/s of the training input pipeline (read, decode, augment, collate) with the
+    config's data.num_workers, batches of solver.ims_per_batch, after `warmup` batches."""
+    from ..data import build_train_loader
+
+    say = progress or (lambda msg: None)
+    loader = build_train_loader(cfg)
+    batches = iter(loader)
+    for i in range(warmup):  # includes starting the workers
+        next(batches)
+        say(f"warm-up {i + 1}/{warmup}")
+    times, pixels = [], 0
+    for i in range(iters):
+        start = time.perf_counter()
+        images, _ = next(batches)
+        times.append(time.perf_counter() - start)
+        pixels += sum(img.shape[-2] * img.shape[-1] for img in images)
+        if (i + 1) % 10 == 0:
+            say(f"batch {i + 1}/{iters}")
+    batch = cfg.solver.ims_per_batch
+    return {
+        "mode": "data",
+        "dataset": cfg.data.train.name,
+        "num_workers": cfg.data.num_workers,
+        "batch": batch,
+        "iters": iters,
+        "seconds": sum(times),
+        "images_per_s": batch * iters / sum(times),
+        "median_batch_s": statistics.median(times),
+        "mean_megapixels_per_image": pixels / (batch * iters) / 1e6,
+    }
+
+
+def synthetic_results(annotations: str | os.PathLike, seed: int = 0) -> list[dict[str, Any]]:
+    """Plausible detections for a COCO json: each ground-truth box jittered (a random score),
+    and two random boxes per image; a workload like a real detector's for timing COCOeval."""
+    import numpy as np
+
+    with open(annotations) as f:
+        gt = json.load(f)
+    rng = np.random.default_rng(seed)
+    cats = [c["id"] for c in gt["categories"]]
+    results = []
+    for a in gt.get("annotations", []):
+        x, y, w, h = a["bbox"]
+        jitter = rng.normal(0, 0.1, 4) * [w, h, w, h]
+        box = [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])]
+        results.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": [float(v) for v in box],
+                "score": float(rng.uniform(0.3, 1.0)),
+            }
+        )
+    for img in gt["images"]:
+        for _ in range(2):
+            w, h = rng.uniform(8, 0.5 * img["width"]), rng.uniform(8, 0.5 * img["height"])
+            x, y = rng.uniform(0, img["width"] - w), rng.uniform(0, img["height"] - h)
+            results.append(
+                {
+                    "image_id": img["id"],
+                    "category_id": int(rng.choice(cats)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "score": float(rng.uniform(0.05, 0.6)),
+                }
+            )
+    return results
+
+
+def benchmark_eval(
+    cfg: Config,
+    *,
+    results: str | os.PathLike | None = None,
+    iters: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Seconds of a COCO evaluation (load the results, evaluate, accumulate, summarize) of the
+    config's test set, per backend (pycocotools, and faster-coco-eval where installed), with a
+    results file or, without one, synthetic_results of the ground truth; the metrics of both
+    backends are checked to be equal."""
+    from ..data import build_dataset
+    from ..evaluation import coco_evaluate, load_coco
+
+    say = progress or (lambda msg: None)
+    annotations = build_dataset(cfg, "test").annotations_path
+    if results is None:
+        detections = synthetic_results(annotations, seed=cfg.seed)
+        source = "synthetic (ground truth jittered, 2 false positives per image)"
+    else:
+        with open(results) as f:
+            detections = json.load(f)
+        source = str(results)
+    gt = load_coco(annotations)
+    backends = ["pycocotools"]
+    try:
+        import faster_coco_eval  # noqa: F401
+
+        backends.append("faster")
+    except ImportError:
+        say("faster-coco-eval is not installed: timing pycocotools only")
+    out: dict[str, Any] = {
+        "mode": "eval",
+        "annotations": str(annotations),
+        "results": source,
+        "num_images": len(gt.getImgIds()),
+        "num_detections": len(detections),
+        "iters": iters,
+    }
+    metrics = {}
+    for backend in backends:
+        times = []
+        for i in range(iters):
+            start = time.perf_counter()
+            metrics[backend] = coco_evaluate(gt, detections, backend=backend)
+            times.append(time.perf_counter() - start)
+            say(f"{backend} {i + 1}/{iters}")
+        out[backend] = {"median_s": statistics.median(times), "AP": metrics[backend]["AP"]}
+    if "faster" in metrics:
+        a, b = metrics["pycocotools"], metrics["faster"]
+        out["same_metrics"] = all(
+            (a[k] is None and b[k] is None) or abs(a[k] - b[k]) < 1e-6
+            for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+        )
+        out["speedup_faster_over_pycocotools"] = (
+            out["pycocotools"]["median_s"] / out["faster"]["median_s"]
+        )
+    return out
 
 
 def _same_detections(a: list[dict], b: list[dict]) -> bool:

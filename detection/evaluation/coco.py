@@ -5,6 +5,10 @@ image, crowd regions as ignored matches) scaled to percent, as the ResNet paper 
 report them: AP, AP50, AP75, APs, APm, APl, and per-category AP (IoU .50:.95, all areas, 100
 detections). A metric is None (null in JSON) where COCOeval has nothing to average (its -1):
 no ground truth of that area range, or of that category, among the evaluated images.
+
+Two backends compute the same numbers: "pycocotools" (the reference) and "faster"
+(faster-coco-eval's C++ COCOeval, several times quicker on 5000-image evaluations; `pip install
+faster-coco-eval`), chosen with `test.evaluator`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+BACKENDS = ("pycocotools", "faster")
 # (metric name, index in COCOeval.stats)
 METRICS = (("AP", 0), ("AP50", 1), ("AP75", 2), ("APs", 3), ("APm", 4), ("APl", 5))
 
@@ -100,6 +105,25 @@ def _empty_results(gt: COCO) -> COCO:
     return dt
 
 
+def _faster_cocoeval(gt: COCO, results: Sequence[Mapping[str, Any]]):
+    """faster-coco-eval's COCOeval on the same ground truth and results (same interface)."""
+    try:
+        import faster_coco_eval
+    except ImportError:
+        raise ImportError(
+            "test.evaluator=faster needs the faster-coco-eval package: pip install "
+            "faster-coco-eval (or use test.evaluator=pycocotools)"
+        ) from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        fgt = faster_coco_eval.COCO(copy.deepcopy(gt.dataset))
+        if results:
+            fdt = fgt.loadRes([dict(r) for r in results])
+        else:
+            fdt = faster_coco_eval.COCO(_empty_results(gt).dataset)
+    # print_function: its summary goes through print, so that summarize() can be captured
+    return faster_coco_eval.COCOeval_faster(fgt, fdt, iouType="bbox", print_function=print)
+
+
 def _percent(value: float) -> float | None:
     return float(value) * 100.0 if value >= 0 else None
 
@@ -112,6 +136,7 @@ def coco_evaluate(
     category_ids: Sequence[int] | None = None,
     image_ids: Iterable[int] | None = None,
     summary: TextIO | None = None,
+    backend: str = "pycocotools",
 ) -> dict[str, Any]:
     """COCO box metrics in percent: {AP, AP50, AP75, APs, APm, APl, per_category {name: AP}}.
 
@@ -119,18 +144,23 @@ def coco_evaluate(
     with the json's category ids. `class_names[i]` names `category_ids[i]` (both default to the
     json's categories in id order). `image_ids` restricts the evaluation to those images (default:
     every image of the json). pycocotools' own summary is written to `summary` when given.
+    `backend` is "pycocotools" or "faster" (faster-coco-eval; same numbers, quicker).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown COCO evaluation backend {backend!r}; choose from {BACKENDS}")
     gt = annotations if isinstance(annotations, COCO) else load_coco(annotations)
     where = "the ground truth" if isinstance(annotations, COCO) else str(annotations)
     _check_results(gt, results, where)
-    if results:
-        # loadRes adds keys (area, id, segmentation) to the dicts it gets: give it copies
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes([dict(r) for r in results])
+    if backend == "faster":
+        evaluator = _faster_cocoeval(gt, results)
     else:
-        dt = _empty_results(gt)
-
-    evaluator = COCOeval(gt, dt, iouType="bbox")
+        if results:
+            # loadRes adds keys (area, id, segmentation) to the dicts it gets: give it copies
+            with contextlib.redirect_stdout(io.StringIO()):
+                dt = gt.loadRes([dict(r) for r in results])
+        else:
+            dt = _empty_results(gt)
+        evaluator = COCOeval(gt, dt, iouType="bbox")
     if image_ids is not None:
         ids = sorted({int(i) for i in image_ids})
         unknown = set(ids) - set(gt.getImgIds())
@@ -152,7 +182,7 @@ def coco_evaluate(
 
 
 def _per_category(
-    evaluator: COCOeval,
+    evaluator,
     gt: COCO,
     class_names: Sequence[str] | None,
     category_ids: Sequence[int] | None,

@@ -23,6 +23,7 @@ from torch import nn
 from ..config import Config, to_dict
 from ..engine.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
 from ..modeling.build import load_model
+from ..modeling.fast import inference_options, prepare_for_inference
 from .coco import coco_evaluate
 from .inference import infer_shard, merge_by_image, unwrap
 
@@ -56,10 +57,11 @@ def load_checkpoint_model(
     *,
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, Config]:
-    """(model in eval mode, its config): the checkpoint's embedded config plus `overrides`, or,
-    with `config`, that file plus `overrides` in its place."""
+    """(model in eval mode on the fast inference path of its config's test.fast_path /
+    test.precision / model.compile, its config): the checkpoint's embedded config plus
+    `overrides`, or, with `config`, that file plus `overrides` in its place."""
     model = load_model(checkpoint, overrides, device=device, config=config)
-    return model, model.cfg
+    return prepare_for_inference(model, **inference_options(model.cfg)), model.cfg
 
 
 def check_classes(model: nn.Module, cfg: Config, dataset) -> None:
@@ -126,6 +128,7 @@ def run_evaluation(
             category_ids=[dataset.label_to_category_id[label] for label in labels],
             image_ids=list(merged),
             summary=summary,
+            backend=cfg.test.evaluator,
         )
         total = getattr(dataset, "image_ids", None)
         if total is not None and len(merged) < len(total):

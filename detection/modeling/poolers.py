@@ -53,6 +53,10 @@ class RoIPooler(nn.Module):
         self.canonical_level = canonical_level
 
     def _pool(self, x: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        # pooling runs in fp32 under autocast: CPU roi_pool has no bf16 kernel, and boxes in
+        # bf16 would be rounded to 4 px at 1000 px
+        x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        rois = rois.to(x.dtype)
         if self.pooler_type == "roi_pool":
             return roi_pool(x, rois, self.resolution, scale)
         return roi_align(x, rois, self.resolution, scale, self.sampling_ratio, self.aligned)
@@ -67,14 +71,15 @@ class RoIPooler(nn.Module):
         ids = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0)
         rois = torch.cat([ids, concat], dim=1)
         if len(features) == 1:
-            return self._pool(features[0], rois.to(features[0].dtype), self.scales[0])
+            return self._pool(features[0], rois, self.scales[0])
         levels = assign_levels(
             concat, self.min_level, self.max_level, self.canonical_size, self.canonical_level
         )
         first = features[0]
-        out = first.new_zeros((rois.shape[0], first.shape[1], *self.resolution))
+        dtype = torch.promote_types(first.dtype, torch.float32)
+        out = first.new_zeros((rois.shape[0], first.shape[1], *self.resolution), dtype=dtype)
         for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
             idx = torch.where(levels == level)[0]
-            pooled = self._pool(feature, rois[idx].to(feature.dtype), scale)
+            pooled = self._pool(feature, rois[idx], scale)
             out[idx] = pooled.to(out.dtype)
         return out

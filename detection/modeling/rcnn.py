@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .fast import autocast
 from .preprocess import pad_batch, rescale_boxes, resize_image
 from .roi_heads import RoIHeads
 from .rpn import RPN
@@ -51,6 +52,9 @@ class FasterRCNN(nn.Module):
         self.max_size_test = max_size_test
         self.size_divisibility = size_divisibility
         self.class_names = list(class_names) if class_names is not None else None
+        # the inference fast path (see fast.prepare_for_inference)
+        self.channels_last = False
+        self.precision = "fp32"
 
     def _check_inputs(self, images, targets) -> None:
         if not isinstance(images, list | tuple) or not images:
@@ -109,11 +113,16 @@ class FasterRCNN(nn.Module):
         self._check_inputs(images, targets)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         batch, sizes = self.preprocess(images)
-        features = self.backbone(batch)
-        rpn_in = [features[f] for f in self.rpn_features]
-        proposals, rpn_losses = self.rpn(rpn_in, sizes, batch.shape[-2:], targets)
-        roi_in = [features[f] for f in self.roi_features]
-        detections, roi_losses = self.roi_heads(roi_in, proposals, sizes, targets)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        # training precision is the trainer's (solver.amp); this is inference's
+        precision = "fp32" if self.training else self.precision
+        with autocast(batch.device, precision):
+            features = self.backbone(batch)
+            rpn_in = [features[f] for f in self.rpn_features]
+            proposals, rpn_losses = self.rpn(rpn_in, sizes, batch.shape[-2:], targets)
+            roi_in = [features[f] for f in self.roi_features]
+            detections, roi_losses = self.roi_heads(roi_in, proposals, sizes, targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
         for det, size, original in zip(detections, sizes, original_sizes, strict=True):

@@ -57,6 +57,7 @@ class RoIHeads(nn.Module):
             proposals, labels, reg_targets = self._sample(proposals, targets)
         x = self.box_head(self.pooler(features, proposals))
         logits, deltas = self.predictor(x)
+        logits, deltas = logits.float(), deltas.float()  # decoded in fp32 also under autocast
         if self.training:
             return [], self._losses(logits, deltas, labels, reg_targets)
         return self._detections(logits, deltas, proposals, image_sizes), {}

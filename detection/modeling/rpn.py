@@ -84,8 +84,9 @@ class RPN(nn.Module):
         anchors_per_level = self.anchor_generator(features, padded_size)
         num_per_level = [a.shape[0] for a in anchors_per_level]
         anchors = torch.cat(anchors_per_level)
-        objectness = torch.cat([_flatten(x, 1) for x in logits], dim=1).squeeze(2)  # [N, A]
-        deltas = torch.cat([_flatten(x, 4) for x in deltas], dim=1)  # [N, A, 4]
+        # scores and boxes in fp32 also under autocast (bf16 would round 1000 px to 4 px)
+        objectness = torch.cat([_flatten(x, 1) for x in logits], dim=1).squeeze(2).float()
+        deltas = torch.cat([_flatten(x, 4) for x in deltas], dim=1).float()  # [N, A, 4]
         n = objectness.shape[0]
         proposals = self.box_coder.decode(deltas.detach().reshape(-1, 4), anchors.repeat(n, 1))
         proposals = proposals.view(n, -1, 4)

@@ -32,3 +32,59 @@ def test_train_mode_and_errors(tmp_path):
     with pytest.raises(SystemExit) as e:
         tool.main([*args, "--vs-torchvision"])
     assert e.value.code == 2
+
+
+def test_inference_profile_and_plain_path(tmp_path, capsys):
+    c4 = ROOT / "configs/coco/faster_rcnn_R18_C4_1x.yaml"
+    out = tmp_path / "p.json"
+    args = ["--config", str(c4), "--size", "96", "128", "--iters", "2", "--warmup", "0"]
+    assert tool.main([*args, "--profile", "--json", str(out), *SMALL]) == 0
+    result = json.loads(out.read_text())
+    assert result["fast_path"] is True
+    assert 0 < result["ours"]["after_backbone_fraction"] < 1
+    printed = capsys.readouterr().out
+    assert "after the backbone" in printed and "top operators, ours" in printed
+    assert "aten::" in result["profile"]["ours"]
+    assert tool.main([*args, "--json", str(out), *SMALL, "test.fast_path=false"]) == 0
+    assert json.loads(out.read_text())["fast_path"] is False
+
+
+def test_data_mode(datasets_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RESDET_DATASETS", str(datasets_root))
+    demo = ROOT / "configs/shapes/demo_R18_C4.yaml"
+    out = tmp_path / "d.json"
+    args = ["--config", str(demo), "--mode", "data", "--iters", "4", "--warmup", "1"]
+    assert tool.main([*args, "--json", str(out), "data.num_workers=0"]) == 0
+    result = json.loads(out.read_text())
+    assert result["images_per_s"] > 0 and result["batch"] == 2 and result["iters"] == 4
+    # the demo resizes to a short side of 160..192
+    assert 0.02 < result["mean_megapixels_per_image"] < 0.1
+    assert "images/s" in capsys.readouterr().out
+
+
+def test_eval_mode_synthetic_and_file(datasets_root, tmp_path, monkeypatch):
+    from detection.data import ensure_shapes
+
+    monkeypatch.setenv("RESDET_DATASETS", str(datasets_root))
+    demo = ROOT / "configs/shapes/demo_R18_C4.yaml"
+    out = tmp_path / "e.json"
+    args = ["--config", str(demo), "--mode", "eval", "--iters", "1", "--json", str(out)]
+    assert tool.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 200 and result["num_detections"] > 400
+    assert 20 < result["pycocotools"]["AP"] < 100  # jittered boxes: far from both extremes
+    if "faster" in result:
+        assert result["same_metrics"] is True
+    # a results file: the ground truth itself gives AP 100
+    gt = json.loads(Path(ensure_shapes("shapes_val", datasets_root)[0]).read_text())
+    perfect = [
+        {**{k: a[k] for k in ("image_id", "category_id", "bbox")}, "score": 1.0}
+        for a in gt["annotations"]
+    ]
+    results = tmp_path / "perfect.json"
+    results.write_text(json.dumps(perfect))
+    assert tool.main([*args, "--results", str(results)]) == 0
+    assert json.loads(out.read_text())["pycocotools"]["AP"] == pytest.approx(100)
+    with pytest.raises(SystemExit) as e:
+        tool.main([*args, "--results", str(tmp_path / "missing.json")])
+    assert e.value.code == 2

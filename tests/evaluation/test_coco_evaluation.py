@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 
 import pytest
 import torch
@@ -130,3 +131,42 @@ def test_detections_to_coco():
     assert detections_to_coco(5, empty, {1: 42}) == []
     with pytest.raises(ValueError, match="label 4 .*model.roi_heads.num_classes"):
         detections_to_coco(5, {**output, "labels": torch.tensor([4, 1])}, {1: 42, 2: 3, 3: 17})
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_faster_backend_equals_pycocotools(handmade, subset):
+    """faster-coco-eval gives pycocotools' numbers, per category too, on an image subset too."""
+    pytest.importorskip("faster_coco_eval")
+    ann, dets = handmade
+    kwargs = {"image_ids": sorted({d["image_id"] for d in dets})[:2]} if subset else {}
+    reference = coco_evaluate(ann, dets, **kwargs)
+    faster = coco_evaluate(ann, dets, backend="faster", **kwargs)
+    assert faster.keys() == reference.keys()
+    for name in NAMES:
+        assert faster[name] == pytest.approx(reference[name], abs=1e-6), name
+    for name, value in reference["per_category"].items():
+        assert faster["per_category"][name] == pytest.approx(value, abs=1e-6), name
+    out = io.StringIO()
+    coco_evaluate(ann, dets, backend="faster", summary=out)
+    assert "Average Precision" in out.getvalue()
+
+
+def test_faster_backend_empty_and_perfect(handmade):
+    pytest.importorskip("faster_coco_eval")
+    ann, _ = handmade
+    empty = coco_evaluate(ann, [], backend="faster")
+    assert empty["AP"] == 0 and empty["AP50"] == 0
+    with open(ann) as f:
+        gt = json.load(f)
+    perfect = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1}
+        for a in gt["annotations"]
+        if not a.get("iscrowd")
+    ]
+    assert coco_evaluate(ann, perfect, backend="faster")["AP"] == pytest.approx(100)
+
+
+def test_unknown_backend(handmade):
+    ann, dets = handmade
+    with pytest.raises(ValueError, match="backend"):
+        coco_evaluate(ann, dets, backend="fastest")
