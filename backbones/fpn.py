@@ -46,7 +46,8 @@ class FPN(nn.Module):
         results = [self.output[-1](last)]
         for i in range(len(feats) - 2, -1, -1):
             lateral = self.lateral[i](feats[i])
-            last = lateral + F.interpolate(last, size=lateral.shape[-2:], mode="nearest")
+            # in place (the conv output is not needed for its backward): one pass less
+            last = lateral.add_(F.interpolate(last, size=lateral.shape[-2:], mode="nearest"))
             results.insert(0, self.output[i](last))
         results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0))
         return dict(zip(self.out_features, results, strict=True))

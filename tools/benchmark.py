@@ -48,7 +48,8 @@ def _print_speed(args, result) -> None:
     if args.vs_torchvision:
         tv = result["torchvision"]
         print(
-            f"  torchvision: median {tv['median_s'] * 1000:.1f} ms/iter, "
+            f"  torchvision ({result['torchvision_precision']}): median "
+            f"{tv['median_s'] * 1000:.1f} ms/iter, "
             f"{tv['images_per_s']:.2f} images/s"
             + (
                 f", {100 * tv['after_backbone_fraction']:.0f}% after the backbone"
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=None, help="default: 10 (data: 50, eval: 3)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--vs-torchvision", action="store_true")
+    parser.add_argument(
+        "--torchvision-precision",
+        choices=list(PRECISIONS),
+        help="precision of torchvision's run (default: --precision), e.g. fp32 to compare our "
+        "bf16 with torchvision's fp32",
+    )
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops")
     parser.add_argument("--results", help="eval mode: a COCO results json (default: synthetic)")
     parser.add_argument("--json", help="also write the results to this file")
@@ -118,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 iters=args.iters or 10,
                 warmup=args.warmup,
                 vs_torchvision=args.vs_torchvision,
+                torchvision_precision=args.torchvision_precision,
                 profile=args.profile,
                 progress=say,
             )

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..config import Config
 from ..modeling import build_model, inference_options, prepare_for_inference
 from ..modeling.fast import PRECISIONS, autocast
+from .trainer import use_channels_last
 
 
 def _sync(device: str) -> None:
@@ -166,13 +167,15 @@ def benchmark(
     iters: int = 10,
     warmup: int = 2,
     vs_torchvision: bool = False,
+    torchvision_precision: str | None = None,
     profile: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Median / p90 latency, images/s, FLOPs, the fraction of the matmul peak and the share of
     the backbone (with FPN) in the time; with `vs_torchvision`, the same for torchvision's twin
-    model, run alternately with ours. Inference runs our fast path as evaluation does
-    (test.fast_path, model.compile) in `precision`; `profile` adds torch.profiler's top ops."""
+    model, run alternately with ours (in `torchvision_precision`, default `precision`).
+    Inference runs our fast path as evaluation does (test.fast_path, model.compile) in
+    `precision`; `profile` adds torch.profiler's top ops."""
     if mode not in ("inference", "train"):
         raise ValueError(f"benchmark mode {mode!r}: use inference or train here")
     say = progress or (lambda msg: None)
@@ -188,6 +191,9 @@ def benchmark(
     flops = flops_per_image(model, images, targets if train else None)
     if not train:
         prepare_for_inference(model, **{**inference_options(cfg), "precision": precision})
+    elif use_channels_last(cfg.solver.channels_last, "off" if precision == "fp32" else precision):
+        model.to(memory_format=torch.channels_last)  # as the trainer does
+        model.channels_last = True
     optimizers = {
         name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4)
         for name, m in models.items()
@@ -196,7 +202,10 @@ def benchmark(
     def step(name: str):
         m = models[name]
         # ours sets its own inference precision (model.precision); autocast for the rest
-        context = autocast(device, "fp32" if name == "ours" and not train else precision)
+        if name == "torchvision":
+            context = autocast(device, torchvision_precision or precision)
+        else:
+            context = autocast(device, "fp32" if not train else precision)
         if train:
             with context:
                 losses = m(images, targets)
@@ -226,10 +235,12 @@ def benchmark(
         "mode": mode,
         "device": device,
         "precision": precision,
+        "torchvision_precision": (torchvision_precision or precision) if vs_torchvision else None,
         "size": list(size),
         "batch": batch,
         "iters": iters,
         "fast_path": bool(cfg.test.fast_path) and not train,
+        "channels_last": bool(model.channels_last),
         "flops_per_image": flops,
         "matmul_peak_gflops": peak,
     }

@@ -64,6 +64,11 @@ class MetricsWriter:
             self.tb.close()
 
 
+def use_channels_last(setting: str, amp: str) -> bool:
+    """solver.channels_last: "on", "off", or "auto" (on under mixed precision)."""
+    return setting == "on" or (setting == "auto" and amp != "off")
+
+
 def _autocast(amp: str, device: str):
     if amp == "off":
         return nullcontext()
@@ -141,6 +146,9 @@ class Trainer:
                 f"{cfg.model.roi_heads.num_classes}; set model.roi_heads.num_classes={k}"
             )
         self.model = build_model(cfg, class_names=self.dataset.class_names).to(device)
+        if use_channels_last(cfg.solver.channels_last, cfg.solver.amp):
+            self.model.to(memory_format=torch.channels_last)
+            self.model.channels_last = True
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         use_scaler = cfg.solver.amp == "fp16" and device.startswith("cuda")

@@ -30,7 +30,7 @@ class RPNHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> tuple[list, list]:
         logits, deltas = [], []
         for f in features:
-            t = F.relu(self.conv(f))
+            t = F.relu(self.conv(f), inplace=True)
             logits.append(self.objectness(t))
             deltas.append(self.deltas(t))
         return logits, deltas
