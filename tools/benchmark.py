@@ -7,7 +7,7 @@
     python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode data \\
         data.num_workers=2
     python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode eval \\
-        [--results output/.../detections.json]
+        [--results output/.../detections.json | --synthetic-images 5000]
 
 inference / train: weights are random (speed does not depend on them); inference runs the fast
 path that evaluation uses (test.fast_path=false for the plain one); with --vs-torchvision both
@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops")
     parser.add_argument("--results", help="eval mode: a COCO results json (default: synthetic)")
+    parser.add_argument(
+        "--synthetic-images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="eval mode: a synthetic COCO-like ground truth of N images instead of the test set",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args, cfg = config_from_args(parser, argv)
     cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
@@ -101,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['mean_megapixels_per_image']:.2f} MP/image after resizing)"
             )
         elif args.mode == "eval":
-            result = benchmark_eval(cfg, results=args.results, iters=args.iters or 3, progress=say)
+            result = benchmark_eval(
+                cfg,
+                results=args.results,
+                synthetic_images=args.synthetic_images,
+                iters=args.iters or 3,
+                progress=say,
+            )
             print(
                 f"eval: {result['num_images']} images, {result['num_detections']} detections "
                 f"({result['results']})"

@@ -10,6 +10,7 @@ from .build import (  # noqa: E402
     build_test_loader,
     build_train_loader,
     collate,
+    dataset_files,
     per_rank_batch_size,
     worker_error,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "aspect_groups",
     "browse_dataset",
     "build_dataset",
+    "dataset_files",
     "build_test_loader",
     "build_train_loader",
     "build_transforms",

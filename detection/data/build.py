@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,9 +43,9 @@ def worker_error(error: BaseException) -> BaseException:
     return error
 
 
-def build_dataset(cfg: Config, split: str) -> COCODataset:
-    """The "train" or "test" dataset of a config, with its transforms; the synthetic shapes
-    sets are generated under the dataset root on first use."""
+def dataset_files(cfg: Config, split: str) -> tuple[Path, Path]:
+    """(annotation json, image folder) of the config's "train" or "test" dataset; the synthetic
+    shapes sets are generated under the dataset root on first use."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     spec = cfg.data.train if split == "train" else cfg.data.test
@@ -54,6 +55,12 @@ def build_dataset(cfg: Config, split: str) -> COCODataset:
             images = spec.images
     else:
         ann, images = resolve_dataset(spec.name, spec.annotations, spec.images)
+    return Path(ann), Path(images)
+
+
+def build_dataset(cfg: Config, split: str) -> COCODataset:
+    """The "train" or "test" dataset of a config, with its transforms (see dataset_files)."""
+    ann, images = dataset_files(cfg, split)
     train = split == "train"
     return COCODataset(
         ann,

@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -348,22 +349,67 @@ def synthetic_results(annotations: str | os.PathLike, seed: int = 0) -> list[dic
     return results
 
 
+def synthetic_ground_truth(
+    path: str | os.PathLike, num_images: int, seed: int = 0, boxes_per_image: float = 7.3
+) -> Path:
+    """A COCO-like ground-truth json (80 categories, about 7.3 boxes per image of all sizes and
+    1% crowd, as COCO val2017) of `num_images` 640x480 images, for timing evaluations."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        images.append(
+            {"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": 640, "height": 480}
+        )
+        for _ in range(rng.poisson(boxes_per_image)):
+            w, h = np.exp(rng.uniform(np.log(6), np.log(400), 2))
+            w, h = min(w, 639.0), min(h, 479.0)
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(rng.integers(1, 81)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": int(rng.random() < 0.01),
+                }
+            )
+    categories = [{"id": i, "name": f"class{i}"} for i in range(1, 81)]
+    path = Path(path)
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    return path
+
+
 def benchmark_eval(
     cfg: Config,
     *,
     results: str | os.PathLike | None = None,
+    synthetic_images: int = 0,
     iters: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Seconds of a COCO evaluation (load the results, evaluate, accumulate, summarize) of the
-    config's test set, per backend (pycocotools, and faster-coco-eval where installed), with a
-    results file or, without one, synthetic_results of the ground truth; the metrics of both
-    backends are checked to be equal."""
-    from ..data import build_dataset
+    """Seconds of a COCO evaluation (load the results, evaluate, accumulate, summarize) per
+    backend (pycocotools, and faster-coco-eval where installed), with a results file or, without
+    one, synthetic_results of the ground truth; the metrics of both backends are checked to be
+    equal. The ground truth is the config's test set, or, with `synthetic_images` N, a COCO-like
+    one of N images (synthetic_ground_truth)."""
+    import tempfile
+
+    from ..data import dataset_files
     from ..evaluation import coco_evaluate, load_coco
 
     say = progress or (lambda msg: None)
-    annotations = build_dataset(cfg, "test").annotations_path
+    if synthetic_images:
+        if results is not None:
+            raise ValueError("give either a results file or synthetic images, not both")
+        tmp = tempfile.TemporaryDirectory()
+        annotations = synthetic_ground_truth(Path(tmp.name) / "gt.json", synthetic_images, cfg.seed)
+    else:
+        annotations = dataset_files(cfg, "test")[0]
     if results is None:
         detections = synthetic_results(annotations, seed=cfg.seed)
         source = "synthetic (ground truth jittered, 2 false positives per image)"
@@ -405,6 +451,9 @@ def benchmark_eval(
         out["speedup_faster_over_pycocotools"] = (
             out["pycocotools"]["median_s"] / out["faster"]["median_s"]
         )
+    if synthetic_images:
+        out["annotations"] = f"synthetic: {synthetic_images} images"
+        tmp.cleanup()
     return out
 
 

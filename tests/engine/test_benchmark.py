@@ -88,3 +88,19 @@ def test_eval_mode_synthetic_and_file(datasets_root, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         tool.main([*args, "--results", str(tmp_path / "missing.json")])
     assert e.value.code == 2
+
+
+def test_eval_mode_synthetic_ground_truth(tmp_path):
+    """A COCO-like ground truth of N images, no dataset needed; both backends agree."""
+    demo = ROOT / "configs/shapes/demo_R18_C4.yaml"
+    out = tmp_path / "s.json"
+    args = ["--config", str(demo), "--mode", "eval", "--iters", "1", "--synthetic-images", "60"]
+    assert tool.main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 60 and result["annotations"] == "synthetic: 60 images"
+    assert result["num_detections"] > 60 * 5
+    if "faster" in result:
+        assert result["same_metrics"] is True
+    with pytest.raises(SystemExit) as e:
+        tool.main([*args, "--results", str(out)])
+    assert e.value.code == 2
