@@ -254,8 +254,13 @@ def _build(cls: type, data: Mapping[str, Any], sources: dict, prefix: str = "") 
             kwargs[name] = _build(hints[name], data[name], sources, key + ".")
             continue
         source = sources.get(key, "the defaults")
-        value = _coerce(data[name], hints[name], key, source)
         choices = f.metadata.get("choices")
+        value = data[name]
+        if isinstance(value, bool) and hints[name] is str and choices:
+            # YAML 1.1 reads off / on / yes / no as booleans: `solver.amp=off` means "off"
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in choices), value)
+        value = _coerce(value, hints[name], key, source)
         if choices and value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

@@ -173,11 +173,12 @@ class SolverConfig:
     log_period: int = opt(20, "iterations between metrics.jsonl records and progress updates")
     keep_checkpoints: int = opt(3, "periodic checkpoints kept on disk (model_final.pth always)")
     amp: str = opt("off", "mixed precision", ("off", "bf16", "fp16"))
-    channels_last: str = opt(
+    memory_format: str = opt(
         "auto",
-        "train with NHWC feature maps: on, off, or auto = on under amp (bf16 R50-FPN on a CPU "
-        "with AMX: 1.8x; in fp32 no gain on CPU, and GroupNorm is slower)",
-        ("auto", "on", "off"),
+        "layout of training feature maps: channels_last (NHWC), contiguous (NCHW), or auto = "
+        "channels_last under amp (bf16 R50-FPN on a CPU with AMX: 1.8x; in fp32 no gain on "
+        "CPU, and GroupNorm is slower)",
+        ("auto", "channels_last", "contiguous"),
     )
     clip_grad_norm: float | None = opt(None, "clip the gradient norm to this value; null = off")
 

@@ -192,7 +192,7 @@ def benchmark(
     flops = flops_per_image(model, images, targets if train else None)
     if not train:
         prepare_for_inference(model, **{**inference_options(cfg), "precision": precision})
-    elif use_channels_last(cfg.solver.channels_last, "off" if precision == "fp32" else precision):
+    elif use_channels_last(cfg.solver.memory_format, "off" if precision == "fp32" else precision):
         model.to(memory_format=torch.channels_last)  # as the trainer does
         model.channels_last = True
     optimizers = {

@@ -64,9 +64,10 @@ class MetricsWriter:
             self.tb.close()
 
 
-def use_channels_last(setting: str, amp: str) -> bool:
-    """solver.channels_last: "on", "off", or "auto" (on under mixed precision)."""
-    return setting == "on" or (setting == "auto" and amp != "off")
+def use_channels_last(memory_format: str, amp: str) -> bool:
+    """solver.memory_format: "channels_last", "contiguous", or "auto" (channels_last under
+    mixed precision)."""
+    return memory_format == "channels_last" or (memory_format == "auto" and amp != "off")
 
 
 def _autocast(amp: str, device: str):
@@ -146,7 +147,7 @@ class Trainer:
                 f"{cfg.model.roi_heads.num_classes}; set model.roi_heads.num_classes={k}"
             )
         self.model = build_model(cfg, class_names=self.dataset.class_names).to(device)
-        if use_channels_last(cfg.solver.channels_last, cfg.solver.amp):
+        if use_channels_last(cfg.solver.memory_format, cfg.solver.amp):
             self.model.to(memory_format=torch.channels_last)
             self.model.channels_last = True
         self.optimizer = build_optimizer(self.model, cfg)

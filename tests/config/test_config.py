@@ -311,3 +311,11 @@ def test_tool_refuses_typo_before_writing(tmp_path):
     assert "did you mean model.backbone.name?" in r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_yaml_booleans_of_word_choices():
+    """YAML 1.1 reads `off` as False: a str key whose choices include "off" takes it as "off"."""
+    cfg = load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", ["solver.amp=off"])
+    assert cfg.solver.amp == "off"
+    with pytest.raises(ConfigError, match="solver.memory_format"):
+        load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", ["solver.memory_format=off"])
