@@ -237,13 +237,20 @@ def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | N
 
     def evaluate(model: nn.Module, iteration: int) -> dict[str, Any]:
         final = iteration >= cfg.solver.max_iter
-        return evaluate_model(
-            model,
-            cfg,
-            output_dir=default_output_dir(cfg) if final else None,
-            rank=rank,
-            world_size=world_size,
-            checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
-        )
+        # test.precision applies; folding does not (the weights go on training)
+        module = unwrap(model)
+        previous = getattr(module, "precision", "fp32")
+        module.precision = cfg.test.precision
+        try:
+            return evaluate_model(
+                model,
+                cfg,
+                output_dir=default_output_dir(cfg) if final else None,
+                rank=rank,
+                world_size=world_size,
+                checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
+            )
+        finally:
+            module.precision = previous
 
     return evaluate

@@ -268,3 +268,23 @@ def test_infer_errors(tiny_checkpoint, tmp_path, capsys):
         infer.main(["--checkpoint", str(tiny_checkpoint), "--input", str(tmp_path / "none"),
                     "--output", str(tmp_path / "out")])  # fmt: skip
     assert exc.value.code == 2 and "no images in" in capsys.readouterr().err
+
+
+def test_training_evaluator_uses_test_precision(tiny_checkpoint, tiny_coco):
+    """Evaluation during training runs in test.precision and gives the model back as it was."""
+    from detection import load_model
+    from detection.evaluation import training_evaluator
+
+    ann, images = tiny_coco
+    model = load_model(
+        tiny_checkpoint, [f"data.test.annotations={ann}", f"data.test.images={images}"]
+    ).train()
+    cfg = model.cfg
+    cfg.test.precision = "bf16"
+    seen = []
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    metrics = training_evaluator(cfg, rank=0, world_size=1)(model, 1)
+    assert metrics["num_images"] == 3
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert model.precision == "fp32" and model.training
