@@ -400,18 +400,30 @@ def benchmark_eval(
     import tempfile
 
     from ..data import dataset_files
+
+    if not synthetic_images:
+        return _time_evaluation(dataset_files(cfg, "test")[0], results, cfg.seed, iters, progress)
+    if results is not None:
+        raise ValueError("give either a results file or synthetic images, not both")
+    with tempfile.TemporaryDirectory() as tmp:
+        gt = synthetic_ground_truth(Path(tmp) / "gt.json", synthetic_images, cfg.seed)
+        out = _time_evaluation(gt, None, cfg.seed, iters, progress)
+    out["annotations"] = f"synthetic: {synthetic_images} images"
+    return out
+
+
+def _time_evaluation(
+    annotations: Path,
+    results: str | os.PathLike | None,
+    seed: int,
+    iters: int,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
     from ..evaluation import coco_evaluate, load_coco
 
     say = progress or (lambda msg: None)
-    if synthetic_images:
-        if results is not None:
-            raise ValueError("give either a results file or synthetic images, not both")
-        tmp = tempfile.TemporaryDirectory()
-        annotations = synthetic_ground_truth(Path(tmp.name) / "gt.json", synthetic_images, cfg.seed)
-    else:
-        annotations = dataset_files(cfg, "test")[0]
     if results is None:
-        detections = synthetic_results(annotations, seed=cfg.seed)
+        detections = synthetic_results(annotations, seed=seed)
         source = "synthetic (ground truth jittered, 2 false positives per image)"
     else:
         with open(results) as f:
@@ -451,9 +463,6 @@ def benchmark_eval(
         out["speedup_faster_over_pycocotools"] = (
             out["pycocotools"]["median_s"] / out["faster"]["median_s"]
         )
-    if synthetic_images:
-        out["annotations"] = f"synthetic: {synthetic_images} images"
-        tmp.cleanup()
     return out
 
 

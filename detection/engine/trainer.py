@@ -9,7 +9,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from ..config import Config, ConfigError, save_config, to_dict
 from ..data import build_dataset, build_train_loader, worker_error
 from ..modeling import build_model, read_checkpoint
+from ..modeling.fast import autocast
 from .checkpoint import Checkpointer, config_differences, model_checkpoint
 from .distributed import DistInfo, reduce_mean
 from .optim import build_optimizer, build_scheduler
@@ -71,12 +71,9 @@ def use_channels_last(memory_format: str, amp: str) -> bool:
 
 
 def _autocast(amp: str, device: str):
-    if amp == "off":
-        return nullcontext()
     if amp == "fp16" and not device.startswith("cuda"):
         raise ConfigError("solver.amp=fp16 needs a CUDA device; use solver.amp=bf16 on CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
+    return autocast(device, "fp32" if amp == "off" else amp)
 
 
 def _peak_memory_mb(device: str) -> float:
