@@ -58,3 +58,25 @@ def test_weight_decay_groups():
     total = sum(len(g["params"]) for g in param_groups(model, cfg))
     assert total == sum(p.requires_grad for p in model.parameters())
     assert isinstance(build_optimizer(model, cfg), torch.optim.SGD)
+
+
+def test_cpu_optimizer_is_fused_and_updates_as_plain_sgd():
+    cfg = load_config(None, ["solver.base_lr=0.02", "solver.weight_decay=1e-4"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GroupNorm(4, 16), nn.Linear(16, 3))
+    twin = nn.Sequential(nn.Linear(8, 16), nn.GroupNorm(4, 16), nn.Linear(16, 3))
+    twin.load_state_dict(model.state_dict())
+    opt = build_optimizer(model, cfg)
+    assert opt.defaults["fused"]
+    # the reference: torch's single-tensor SGD with the same parameter groups
+    ref = torch.optim.SGD(
+        param_groups(twin, cfg), lr=0.02, momentum=0.9, foreach=False, fused=False
+    )
+    for _ in range(5):
+        x = torch.randn(4, 8)
+        for net, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            net(x).square().sum().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
