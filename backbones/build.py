@@ -43,6 +43,7 @@ def _check_options(
     freeze_at: int,
     norm: str,
     stride_in_1x1: bool,
+    zero_init_residual: bool = False,
 ) -> None:
     _check_name(name)
     if shortcut not in SHORTCUTS:
@@ -65,6 +66,17 @@ def _check_options(
             raise ValueError(f"{name} has no shortcut connections: leave shortcut at 'B'")
         if stride_in_1x1:
             raise ValueError(f"{name} has no 1x1 convolutions: stride_in_1x1 must be false")
+    if zero_init_residual:
+        if name in VGG_SPECS or shortcut == "none":
+            raise ValueError(
+                f"zero_init_residual needs residual blocks; {name} with shortcut {shortcut!r} has "
+                "none (a zero branch would cut the signal)"
+            )
+        if norm == "FrozenBN":
+            raise ValueError(
+                "zero_init_residual needs trainable norms (BN or GN): FrozenBN would keep every "
+                "residual branch at zero"
+            )
 
 
 def _freeze_stages(backbone: nn.Module, freeze_at: int) -> None:
@@ -88,14 +100,16 @@ def build_backbone(
     freeze_at: int = 0,
     norm: str = "BN",
     stride_in_1x1: bool = False,
+    zero_init_residual: bool = False,
 ) -> nn.Module:
     """A feature extractor whose forward gives {feature name: map}.
 
     The module has `out_channels` and `strides` (dicts keyed like the output). `out_features`
     defaults to the last stage ("res5" for ResNets, "conv5" for VGG-16). `norm` applies where the
-    network has normalization layers (not plain vgg16).
+    network has normalization layers (not plain vgg16). `zero_init_residual` starts every
+    residual branch at zero (ResNets with trainable norms; for training from scratch).
     """
-    _check_options(name, out_features, shortcut, freeze_at, norm, stride_in_1x1)
+    _check_options(name, out_features, shortcut, freeze_at, norm, stride_in_1x1, zero_init_residual)
     if name in RESNET_SPECS:
         backbone: nn.Module = ResNet(
             name,
@@ -103,6 +117,7 @@ def build_backbone(
             shortcut=shortcut,
             norm=norm,
             stride_in_1x1=stride_in_1x1,
+            zero_init_residual=zero_init_residual,
         )
     else:
         backbone = VGG(name, out_features=out_features, norm=norm)
@@ -118,12 +133,18 @@ def build_classifier(
     freeze_at: int = 0,
     norm: str = "BN",
     stride_in_1x1: bool = False,
+    zero_init_residual: bool = False,
 ) -> nn.Module:
     """The ImageNet classifier of `name` (backbone, pooling, fc layers) for checks and transfer."""
-    _check_options(name, None, shortcut, freeze_at, norm, stride_in_1x1)
+    _check_options(name, None, shortcut, freeze_at, norm, stride_in_1x1, zero_init_residual)
     if name in RESNET_SPECS:
         model: nn.Module = ResNetClassifier(
-            name, num_classes, shortcut=shortcut, norm=norm, stride_in_1x1=stride_in_1x1
+            name,
+            num_classes,
+            shortcut=shortcut,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            zero_init_residual=zero_init_residual,
         )
     else:
         model = VGGClassifier(name, num_classes, norm=norm)

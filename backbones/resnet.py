@@ -183,8 +183,13 @@ def make_stage(
     return nn.Sequential(*blocks)
 
 
-def init_weights(module: nn.Module) -> None:
-    """torchvision's ResNet initialisation (He normal, fan-out; norms at identity)."""
+def init_weights(module: nn.Module, zero_init_residual: bool = False) -> None:
+    """torchvision's ResNet initialisation (He normal, fan-out; norms at identity).
+
+    With `zero_init_residual` the last norm of every residual branch starts at zero, so each
+    block starts as its shortcut (torchvision's option of that name; Goyal et al. 2017): the
+    stem's signal reaches the deep stages intact, which speeds up training from scratch.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -194,6 +199,12 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             # nn.Linear's own default, as torchvision leaves fc untouched
             m.reset_parameters()
+    if zero_init_residual:
+        for m in module.modules():
+            if isinstance(m, Bottleneck | BasicBlock):
+                last = m.bn3 if isinstance(m, Bottleneck) else m.bn2
+                if isinstance(last, nn.BatchNorm2d | nn.GroupNorm):
+                    nn.init.zeros_(last.weight)
 
 
 class ResNet(nn.Module):
@@ -211,6 +222,7 @@ class ResNet(nn.Module):
         shortcut: str = "B",
         norm: str = "BN",
         stride_in_1x1: bool = False,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         block, depths = RESNET_SPECS[name]
@@ -241,7 +253,7 @@ class ResNet(nn.Module):
         self.stage_names = list(STAGES[: last + 1])
         self.out_channels = {f: channels[f] for f in out_features}
         self.strides = {f: STAGE_STRIDES[f] for f in out_features}
-        init_weights(self)
+        init_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = {}

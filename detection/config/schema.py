@@ -40,6 +40,11 @@ class BackboneConfig:
     norm: str = opt("FrozenBN", "normalization layers of the backbone", NORMS)
     freeze_at: int = opt(2, "freeze the stem (1) and res2..res<k> (k >= 2); 0 trains everything")
     stride_in_1x1: bool = opt(False, "stride on the first 1x1 of a bottleneck (MSRA/Caffe layout)")
+    zero_init_residual: bool = opt(
+        False,
+        "start every residual branch at zero (last norm's scale 0), for training a ResNet from "
+        "scratch with BN or GN; pretrained weights replace it",
+    )
 
 
 @dataclass

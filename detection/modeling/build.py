@@ -60,7 +60,12 @@ def build_model(
     b = m.backbone
     weights = b.weights if load_backbone_weights else None
     is_vgg = b.name.startswith("vgg")
-    opts = dict(shortcut=b.shortcut, freeze_at=b.freeze_at, norm=b.norm)
+    opts = dict(
+        shortcut=b.shortcut,
+        freeze_at=b.freeze_at,
+        norm=b.norm,
+        zero_init_residual=b.zero_init_residual,
+    )
     if not is_vgg:
         opts["stride_in_1x1"] = b.stride_in_1x1
     r = m.roi_heads

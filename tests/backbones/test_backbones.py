@@ -177,6 +177,31 @@ def test_group_norm():
     net(torch.randn(2, 3, 32, 32)).sum().backward()
 
 
+@pytest.mark.parametrize("name, norm", [("resnet18", "GN"), ("resnet50", "BN")])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(name, norm):
+    torch.manual_seed(0)
+    net = build_backbone(name, norm=norm, zero_init_residual=True).eval()
+    plain = build_backbone(name, norm=norm).eval()
+    x = torch.relu(torch.randn(2, 64, 16, 16))  # a stem output: non-negative
+    for stage in ["res2", "res3", "res4", "res5"]:
+        for block in getattr(net, stage):
+            if block.downsample is None:  # identity shortcut: the block passes x through
+                torch.testing.assert_close(block(x), x)
+            else:  # projection shortcut: the block is that projection (and the ReLU)
+                torch.testing.assert_close(block(x), torch.relu(block.downsample(x)))
+            x = block(x)
+    # only the last norm of each residual branch changes; training moves it off zero
+    last = {"resnet18": "bn2", "resnet50": "bn3"}[name]
+    for (key, a), b in zip(net.state_dict().items(), plain.state_dict().values(), strict=True):
+        if key.endswith(f"{last}.weight"):
+            assert not a.any() and b.eq(1).all(), key
+        elif "conv" not in key and "downsample.0" not in key:
+            torch.testing.assert_close(a, b, msg=key)
+    net.train()
+    net(torch.randn(2, 3, 64, 64))["res5"].sum().backward()
+    assert getattr(net.res2[0], last).weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -186,6 +211,15 @@ def test_group_norm():
         ({"name": "resnet50", "out_features": ["res6"]}, "has no feature 'res6'.*res5"),
         ({"name": "resnet50", "freeze_at": 9}, "freeze_at must be an integer in 0..5"),
         ({"name": "vgg16", "shortcut": "A"}, "no shortcut connections"),
+        ({"name": "vgg16_bn", "norm": "BN", "zero_init_residual": True}, "needs residual blocks"),
+        (
+            {"name": "resnet18", "norm": "GN", "shortcut": "none", "zero_init_residual": True},
+            "needs residual blocks",
+        ),
+        (
+            {"name": "resnet18", "norm": "FrozenBN", "zero_init_residual": True},
+            "FrozenBN would keep",
+        ),
     ],
 )
 def test_clear_errors(kwargs, match):
