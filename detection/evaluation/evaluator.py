@@ -8,6 +8,7 @@ where COCOeval has no ground truth to average over (see detection.evaluation.coc
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -231,26 +232,35 @@ def evaluate_checkpoint(
     )
 
 
+def copy_module(module: nn.Module) -> nn.Module:
+    """A deep copy of a model for evaluation, sharing no tensor with it; its parameters need no
+    gradients."""
+    with torch.no_grad():
+        out = copy.deepcopy(module)
+    for p in out.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return out
+
+
 def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | None = None):
     """The trainer's evaluation hook: periodic evaluations in memory, the final one written
     to <output_dir>/eval (metrics.json, detections.json) as the run's result."""
 
     def evaluate(model: nn.Module, iteration: int) -> dict[str, Any]:
         final = iteration >= cfg.solver.max_iter
-        # test.precision applies; folding does not (the weights go on training)
+        # the inference path of tools/evaluate.py (test.fast_path, test.precision), on a copy:
+        # folding and casting change the weights, which go on training
         module = unwrap(model)
-        previous = getattr(module, "precision", "fp32")
-        module.precision = cfg.test.precision
-        try:
-            return evaluate_model(
-                model,
-                cfg,
-                output_dir=default_output_dir(cfg) if final else None,
-                rank=rank,
-                world_size=world_size,
-                checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
-            )
-        finally:
-            module.precision = previous
+        options = {**inference_options(cfg), "compile": False}  # not once per evaluation
+        frozen = prepare_for_inference(copy_module(module), **options)
+        return evaluate_model(
+            frozen,
+            cfg,
+            output_dir=default_output_dir(cfg) if final else None,
+            rank=rank,
+            world_size=world_size,
+            checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
+        )
 
     return evaluate

@@ -271,7 +271,8 @@ def test_infer_errors(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_training_evaluator_uses_test_precision(tiny_checkpoint, tiny_coco):
-    """Evaluation during training runs in test.precision and gives the model back as it was."""
+    """Evaluation during training runs in test.precision, on the fast path, on a copy: the
+    training model keeps its weights, dtype, mode and precision."""
     from detection import load_model
     from detection.evaluation import training_evaluator
 
@@ -283,8 +284,14 @@ def test_training_evaluator_uses_test_precision(tiny_checkpoint, tiny_coco):
     cfg.test.precision = "bf16"
     seen = []
     conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
-    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    conv.register_forward_hook(lambda m, i, o: seen.append((o.dtype, m.weight.dtype)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p.requires_grad for p in model.parameters()]
     metrics = training_evaluator(cfg, rank=0, world_size=1)(model, 1)
     assert metrics["num_images"] == 3
-    assert seen and all(d == torch.bfloat16 for d in seen)
+    # the deep-copied hook saw the copy: bf16 outputs from weights cast once, up front
+    assert seen and all(d == (torch.bfloat16, torch.bfloat16) for d in seen)
     assert model.precision == "fp32" and model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(before[k], v) and before[k].dtype == v.dtype, k
+    assert [p.requires_grad for p in model.parameters()] == trainable

@@ -98,3 +98,40 @@ def test_training_keeps_the_trainers_autocast():
         losses = model([torch.rand(3, 96, 128)], [target])
     assert seen["dtype"] == torch.bfloat16
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            "model.neck.name=fpn",
+            "model.roi_heads.box_head=2fc",
+            "model.anchors.sizes=[[16], [32], [64], [128], [256]]",
+        ],
+    ],
+)
+def test_bf16_weights_cast_once_give_autocasts_detections(extra):
+    """prepare_for_inference(precision="bf16") casts conv and linear weights up front; autocast
+    would cast the same tensors on every forward, so the detections are the same, bit for bit."""
+    cfg = load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", SMALL + extra)
+    torch.manual_seed(0)
+    plain = build_model(cfg, load_backbone_weights=False).eval()
+    with torch.no_grad():
+        plain.roi_heads.predictor.cls_score.weight.mul_(30)
+    plain.precision = "bf16"  # autocast only
+    fast = build_model(cfg, load_backbone_weights=False)
+    fast.load_state_dict(plain.state_dict())
+    fast = prepare_for_inference(fast, fold_bn=False, channels_last=False, precision="bf16")
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    norms = [m for m in fast.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    torch.manual_seed(1)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 120, 100)]
+    with torch.no_grad():
+        expected, got = plain(images), fast(images)
+    assert sum(len(d["boxes"]) for d in expected) > 0
+    for a, b in zip(expected, got, strict=True):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(a[key], b[key]), key
