@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-compile -e ".[dev]"  # no .pyc pass over torch: 20 s less
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -19,12 +19,12 @@ lint: venv
 test: lint
 	$(PY) -m pytest -q
 
-# Trains the ResNet-18 C4 detector and the VGG-16 baseline on the synthetic shapes data (generated
+# Trains the ResNet-18 FPN detector and the VGG-16 baseline on the synthetic shapes data (generated
 # under ./datasets on first use), evaluates both and prints the comparison table.
 demo: venv
-	$(PY) tools/train.py --config configs/shapes/demo_R18_C4.yaml
+	$(PY) tools/train.py --config configs/shapes/demo_R18_FPN.yaml
 	$(PY) tools/train.py --config configs/shapes/demo_VGG16.yaml
-	$(PY) tools/compare.py --baseline output/shapes/demo_VGG16 output/shapes/demo_R18_C4 \
+	$(PY) tools/compare.py --baseline output/shapes/demo_VGG16 output/shapes/demo_R18_FPN \
 		--plot output/shapes/demo_comparison.png
 
 format: venv

@@ -42,7 +42,7 @@ def test_shortened_demo(tmp_path):
         f"data.test.images={images}",
     ]
     runs = {}
-    for name in ("demo_R18_C4", "demo_VGG16"):
+    for name in ("demo_R18_FPN", "demo_VGG16"):
         out = tmp_path / name
         r = run(
             [
@@ -64,7 +64,7 @@ def test_shortened_demo(tmp_path):
             ROOT / "tools/compare.py",
             "--baseline",
             runs["demo_VGG16"],
-            runs["demo_R18_C4"],
+            runs["demo_R18_FPN"],
             "--plot",
             tmp_path / "cmp.png",
         ],
