@@ -232,17 +232,6 @@ def evaluate_checkpoint(
     )
 
 
-def copy_module(module: nn.Module) -> nn.Module:
-    """A deep copy of a model for evaluation, sharing no tensor with it; its parameters need no
-    gradients."""
-    with torch.no_grad():
-        out = copy.deepcopy(module)
-    for p in out.parameters():
-        p.requires_grad_(False)
-        p.grad = None
-    return out
-
-
 def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | None = None):
     """The trainer's evaluation hook: periodic evaluations in memory, the final one written
     to <output_dir>/eval (metrics.json, detections.json) as the run's result."""
@@ -253,7 +242,8 @@ def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | N
         # folding and casting change the weights, which go on training
         module = unwrap(model)
         options = {**inference_options(cfg), "compile": False}  # not once per evaluation
-        frozen = prepare_for_inference(copy_module(module), **options)
+        # (a deep-copied Parameter leaves its .grad behind)
+        frozen = prepare_for_inference(copy.deepcopy(module).requires_grad_(False), **options)
         return evaluate_model(
             frozen,
             cfg,

@@ -88,7 +88,8 @@ def prepare_for_inference(
     model.channels_last = channels_last
     model.precision = precision
     if PRECISIONS[precision] is not None:
-        cast_matmul_weights(model, PRECISIONS[precision])
+        cast = cast_matmul_weights(model, PRECISIONS[precision])
+        logger.debug("cast %d conv / linear layers to %s", cast, precision)
     if compile:
         compile_backbone(model)
     return model
