@@ -14,7 +14,8 @@ from .build import (  # noqa: E402
     per_rank_batch_size,
     worker_error,
 )
-from .coco import COCODataset, load_coco_index  # noqa: E402
+from .coco import COCODataset  # noqa: E402
+from .coco_index import load_coco_index  # noqa: E402
 from .images import ImageReadError, read_image  # noqa: E402
 from .records import RecordStore  # noqa: E402
 from .samplers import InferenceSampler, TrainingBatchSampler, aspect_groups  # noqa: E402

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from .build import build_dataset
-from .coco import describe_drop
+from .coco_index import describe_drop
 from .images import ImageReadError
 
 # drops that are part of normal training and not defects of the data
