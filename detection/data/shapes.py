@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detection.utils.io import write_json
+
 from .catalog import DATASETS, dataset_root
 
 CLASSES = ("circle", "square", "triangle", "star", "ellipse")
@@ -74,8 +76,8 @@ def _polygon(rng: np.random.Generator, label: int, center, size: float) -> np.nd
     return np.round(pts * 16).astype(np.int32)  # 4 fractional bits, see shift=4 below
 
 
-def _draw(canvas: np.ndarray, rng_state: dict, color, line_type: int) -> None:
-    kind, geom = rng_state["kind"], rng_state["geom"]
+def _draw(canvas: np.ndarray, shape: dict, color, line_type: int) -> None:
+    kind, geom = shape["kind"], shape["geom"]
     if kind == "poly":
         cv2.fillPoly(canvas, [geom], color, lineType=line_type, shift=4)
     else:
@@ -83,36 +85,39 @@ def _draw(canvas: np.ndarray, rng_state: dict, color, line_type: int) -> None:
         cv2.ellipse(canvas, center, axes, angle, 0, 360, color, -1, line_type, shift=4)
 
 
-def render_shapes_image(
-    seed: int, index: int, *, with_instances: bool = False
-) -> tuple[np.ndarray, list[dict]] | tuple[np.ndarray, list[dict], np.ndarray]:
-    """One image (HxWx3 uint8 RGB) and its objects: label (0-based), box xywh of the visible
-    pixels, visible area, full (unoccluded) area, instance number; with_instances also returns
-    the HxW map of which instance each pixel shows (0 = background)."""
-    rng = np.random.default_rng([seed, index])
-    width, height = int(rng.integers(320, 401)), int(rng.integers(240, 321))
-    if rng.random() < 0.25:
-        width, height = height, width
-    img = _background(rng, height, width)
-    instances = np.zeros((height, width), np.int32)
+def _random_shape(rng: np.random.Generator, label: int, width: int, height: int) -> dict:
+    """A shape of class `label` at a random place, size and angle: {"kind", "geom"} for _draw."""
+    size = float(np.exp(rng.uniform(np.log(20), np.log(110))))
+    center = rng.uniform(0, 1, 2) * (width, height)
+    poly = _polygon(rng, label, center, size)
+    if poly is not None:
+        return {"kind": "poly", "geom": poly}
+    ratio = 1.0 if CLASSES[label] == "circle" else rng.uniform(0.35, 0.65)
+    axes = (int(size / 2 * 16), int(size / 2 * ratio * 16))
+    c = (int(center[0] * 16), int(center[1] * 16))
+    return {"kind": "ellipse", "geom": (c, axes, float(rng.uniform(0, 180)))}
+
+
+def _random_color(rng: np.random.Generator, label: int) -> list[int]:
+    """An RGB colour near the class's hue (85% of the time) or of any hue."""
+    hue = _CLASS_HUES[label] + rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(0, 180)
+    hsv = np.uint8([[[int(hue) % 180, rng.integers(90, 256), rng.integers(90, 256)]]])
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].tolist()
+
+
+def _draw_objects(
+    rng: np.random.Generator, img: np.ndarray, instances: np.ndarray
+) -> list[tuple[int, int]]:
+    """Draw a random number of shapes over `img`, each also into the instance map (as its
+    instance number k = 1, 2, ...); returns (label, unoccluded area) of each instance."""
+    height, width = instances.shape
     scratch = np.zeros((height, width), np.uint8)
     shapes = []
     num = int(rng.choice(8, p=[0.04, 0.14, 0.18, 0.18, 0.16, 0.12, 0.1, 0.08]))
     for k in range(1, num + 1):
         label = int(rng.integers(len(CLASSES)))
-        size = float(np.exp(rng.uniform(np.log(20), np.log(110))))
-        center = rng.uniform(0, 1, 2) * (width, height)
-        poly = _polygon(rng, label, center, size)
-        if poly is not None:
-            shape = {"kind": "poly", "geom": poly}
-        else:
-            ratio = 1.0 if CLASSES[label] == "circle" else rng.uniform(0.35, 0.65)
-            axes = (int(size / 2 * 16), int(size / 2 * ratio * 16))
-            c = (int(center[0] * 16), int(center[1] * 16))
-            shape = {"kind": "ellipse", "geom": (c, axes, float(rng.uniform(0, 180)))}
-        hue = _CLASS_HUES[label] + rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(0, 180)
-        hsv = np.uint8([[[int(hue) % 180, rng.integers(90, 256), rng.integers(90, 256)]]])
-        color = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].tolist()
+        shape = _random_shape(rng, label, width, height)
+        color = _random_color(rng, label)
         _draw(img, shape, color, cv2.LINE_AA)
         if rng.random() < 0.4:  # some objects get a darker outline
             outline = [int(v * 0.5) for v in color]
@@ -122,11 +127,16 @@ def render_shapes_image(
         scratch[:] = 0
         _draw(scratch, shape, 1, cv2.LINE_8)
         shapes.append((label, cv2.countNonZero(scratch)))
+    return shapes
 
-    # visible pixels of every instance, vectorized over the instance map
+
+def _visible_objects(instances: np.ndarray, shapes: list[tuple[int, int]]) -> list[dict]:
+    """The annotation of every instance that is visible enough: box xywh of its visible pixels,
+    visible area (vectorized over the instance map)."""
+    height, width = instances.shape
     ys, xs = np.nonzero(instances)
     ids = instances[ys, xs]
-    n = num + 1
+    n = len(shapes) + 1
     area = np.bincount(ids, minlength=n)
     x0 = np.full(n, width)
     y0 = np.full(n, height)
@@ -151,7 +161,79 @@ def render_shapes_image(
                 "instance": k,
             }
         )
+    return objects
+
+
+def render_shapes_image(
+    seed: int, index: int, *, with_instances: bool = False
+) -> tuple[np.ndarray, list[dict]] | tuple[np.ndarray, list[dict], np.ndarray]:
+    """One image (HxWx3 uint8 RGB) and its objects: label (0-based), box xywh of the visible
+    pixels, visible area, full (unoccluded) area, instance number; with_instances also returns
+    the HxW map of which instance each pixel shows (0 = background)."""
+    rng = np.random.default_rng([seed, index])
+    width, height = int(rng.integers(320, 401)), int(rng.integers(240, 321))
+    if rng.random() < 0.25:
+        width, height = height, width
+    img = _background(rng, height, width)
+    instances = np.zeros((height, width), np.int32)
+    shapes = _draw_objects(rng, img, instances)
+    objects = _visible_objects(instances, shapes)
     return (img, objects, instances) if with_instances else (img, objects)
+
+
+def _encode_jpeg(img: np.ndarray, file_name: str) -> bytes:
+    ok, data = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise OSError(f"OpenCV could not encode {file_name} as JPEG")
+    return data.tobytes()
+
+
+def _render_split(
+    folder: Path, split: str, num_images: int, seed: int, progress: bool
+) -> tuple[list[dict], list[dict]]:
+    """Write the split's JPEGs into `folder`; returns their COCO image and annotation entries."""
+    images, annotations = [], []
+    for i in tqdm(
+        range(num_images), desc=f"generating shapes_{split}", unit="img", disable=not progress
+    ):
+        img, objects = render_shapes_image(seed, i)
+        file_name = f"{i:06d}.jpg"
+        (folder / file_name).write_bytes(_encode_jpeg(img, file_name))
+        image_id = i + 1
+        images.append(
+            {"id": image_id, "file_name": file_name, "height": img.shape[0], "width": img.shape[1]}
+        )
+        for obj in objects:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": obj["label"] + 1,
+                    "bbox": obj["bbox"],
+                    "area": obj["area"],
+                    "iscrowd": 0,
+                }
+            )
+    return images, annotations
+
+
+def _shapes_coco(
+    split: str, num_images: int, seed: int, images: list[dict], annotations: list[dict]
+) -> dict:
+    """The split's COCO json, with what made it (seed, generator version) under "info"."""
+    return {
+        "info": {
+            "description": f"resdet synthetic shapes, split {split}",
+            "num_images": num_images,
+            "seed": seed,
+            "generator_version": GENERATOR_VERSION,
+        },
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)
+        ],
+    }
 
 
 def generate_shapes(
@@ -159,9 +241,9 @@ def generate_shapes(
 ) -> tuple[Path, Path]:
     """Write `<root>/shapes/annotations/instances_<split>.json` and `<root>/shapes/<split>/*.jpg`.
 
-    Files are written into a temporary folder and renamed into place (images first, the json
-    last, as the completion mark), so processes generating at the same time do not corrupt
-    each other: the output is deterministic, and whichever rename lands first wins.
+    The images are written into a temporary folder and renamed into place, then the json is
+    written atomically, as the completion mark, so processes generating at the same time do not
+    corrupt each other: the output is deterministic, and whichever rename lands first wins.
     """
     base = Path(root) / "shapes"
     ann_path = base / "annotations" / f"instances_{split}.json"
@@ -170,59 +252,14 @@ def generate_shapes(
     tmp = base / f".tmp-{split}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / split).mkdir(parents=True)
     try:
-        images, annotations = [], []
-        for i in tqdm(
-            range(num_images), desc=f"generating shapes_{split}", unit="img", disable=not progress
-        ):
-            img, objects = render_shapes_image(seed, i)
-            file_name = f"{i:06d}.jpg"
-            ok, data = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-            if not ok:
-                raise OSError(f"OpenCV could not encode {file_name} as JPEG")
-            (tmp / split / file_name).write_bytes(data.tobytes())
-            image_id = i + 1
-            images.append(
-                {
-                    "id": image_id,
-                    "file_name": file_name,
-                    "height": img.shape[0],
-                    "width": img.shape[1],
-                }
-            )
-            for obj in objects:
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": obj["label"] + 1,
-                        "bbox": obj["bbox"],
-                        "area": obj["area"],
-                        "iscrowd": 0,
-                    }
-                )
-        coco = {
-            "info": {
-                "description": f"resdet synthetic shapes, split {split}",
-                "num_images": num_images,
-                "seed": seed,
-                "generator_version": GENERATOR_VERSION,
-            },
-            "images": images,
-            "annotations": annotations,
-            "categories": [
-                {"id": i + 1, "name": name, "supercategory": "shape"}
-                for i, name in enumerate(CLASSES)
-            ],
-        }
-        (tmp / "instances.json").write_text(json.dumps(coco))
+        images, annotations = _render_split(tmp / split, split, num_images, seed, progress)
         try:
             os.rename(tmp / split, image_dir)
         except OSError:
             if not image_dir.is_dir():
                 raise
             # another process renamed its identical copy first
-        ann_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / "instances.json", ann_path)
+        write_json(ann_path, _shapes_coco(split, num_images, seed, images, annotations))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ann_path, image_dir
