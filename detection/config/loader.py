@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .datasets import DATASETS, is_resolvable
 from .schema import Config
 
 BASE_KEY = "_base_"
@@ -294,17 +295,14 @@ def _validate(cfg: Config) -> None:
         )
     if m.roi_heads.num_classes < 1:
         raise ConfigError("model.roi_heads.num_classes must be at least 1")
-    from ..data.catalog import DATASETS  # here: detection.data imports this package
-
     for split in ("train", "test"):
         d = getattr(cfg.data, split)
-        if d.annotations is None or d.images is None:
-            if d.name not in DATASETS:
-                raise ConfigError(
-                    f"data.{split}: name {d.name!r} is not a registered dataset "
-                    f"({', '.join(DATASETS)}); set a registered name or both "
-                    f"data.{split}.annotations and data.{split}.images"
-                )
+        if not is_resolvable(d.name, d.annotations, d.images):
+            raise ConfigError(
+                f"data.{split}: name {d.name!r} is not a registered dataset "
+                f"({', '.join(DATASETS)}); set a registered name or both "
+                f"data.{split}.annotations and data.{split}.images"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

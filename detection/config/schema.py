@@ -130,7 +130,7 @@ class InputConfig:
 class DatasetConfig:
     name: str | None = opt(
         None,
-        "a registered dataset (see detection.data.catalog), resolved under $RESDET_DATASETS "
+        "a registered dataset (see detection.config.datasets), resolved under $RESDET_DATASETS "
         "(default ./datasets); also the dataset's label in reports",
     )
     annotations: str | None = opt(None, "COCO-format json; replaces the registered name's file")

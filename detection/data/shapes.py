@@ -20,9 +20,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detection.config.datasets import DATASETS, dataset_root
 from detection.utils.io import write_json
-
-from .catalog import DATASETS, dataset_root
 
 CLASSES = ("circle", "square", "triangle", "star", "ellipse")
 # registered name -> (split, number of images, seed)
