@@ -85,7 +85,22 @@ def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(0)
 
 
+def _loader(cfg: Config, dataset: COCODataset, **sampling) -> DataLoader:
+    """A DataLoader of (list of images, list of targets) with cfg.data.num_workers workers
+    (seeded, single-threaded), pinned memory on CUDA, and `sampling`'s batching arguments."""
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        collate_fn=collate,
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        pin_memory=torch.cuda.is_available(),
+        **sampling,
+    )
+
+
 def per_rank_batch_size(ims_per_batch: int, world_size: int) -> int:
+    """The images each process loads per iteration: solver.ims_per_batch split evenly."""
     if world_size <= 0 or ims_per_batch <= 0 or ims_per_batch % world_size:
         raise ValueError(
             f"solver.ims_per_batch={ims_per_batch} must be a positive multiple of the number of "
@@ -125,16 +140,12 @@ def build_train_loader(
         world_size=world_size,
         start_iter=start_iter,
     )
-    workers = cfg.data.num_workers
-    return DataLoader(
+    return _loader(
+        cfg,
         dataset,
         batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        persistent_workers=cfg.data.num_workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed * 1000 + rank),
-        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -148,13 +159,9 @@ def build_test_loader(
 ) -> DataLoader:
     """Loader over this rank's contiguous shard of the test set (original images, no resize)."""
     dataset = dataset if dataset is not None else build_dataset(cfg, "test")
-    workers = cfg.data.num_workers
-    return DataLoader(
+    return _loader(
+        cfg,
         dataset,
         batch_size=batch_size,
         sampler=InferenceSampler(len(dataset), rank=rank, world_size=world_size),
-        collate_fn=collate,
-        num_workers=workers,
-        worker_init_fn=_worker_init if workers > 0 else None,
-        pin_memory=torch.cuda.is_available(),
     )
