@@ -24,12 +24,15 @@ def opt(default: Any, doc: str, choices: tuple | list | None = None) -> Any:
     return field(default=default, metadata=meta)
 
 
-def section(cls: type, doc: str) -> Any:
-    return field(default_factory=cls, metadata={"doc": doc, "choices": None})
+def section(factory: Any, doc: str) -> Any:
+    """A nested section: its dataclass (or a function returning one) and a description."""
+    return field(default_factory=factory, metadata={"doc": doc, "choices": None})
 
 
 @dataclass
 class BackboneConfig:
+    """model.backbone: the feature extractor and how much of it trains."""
+
     name: str = opt("resnet50", "backbone network", list_backbones())
     weights: str | None = opt(
         None,
@@ -49,12 +52,16 @@ class BackboneConfig:
 
 @dataclass
 class NeckConfig:
+    """model.neck: the optional feature pyramid between backbone and heads."""
+
     name: str = opt("none", "feature neck: none (C4 / VGG-16 single map) or fpn", ("none", "fpn"))
     out_channels: int = opt(256, "channels of every FPN level")
 
 
 @dataclass
 class AnchorConfig:
+    """model.anchors: the anchor sizes and aspect ratios per feature level."""
+
     sizes: list[list[int]] = opt(
         [[32, 64, 128, 256, 512]], "anchor sizes in pixels, one list per feature level"
     )
@@ -63,6 +70,8 @@ class AnchorConfig:
 
 @dataclass
 class RPNConfig:
+    """model.rpn: the region proposal network's sampling, loss and NMS."""
+
     pre_nms_topk_train: int = opt(12000, "proposals kept before NMS in training (FPN: per level)")
     post_nms_topk_train: int = opt(2000, "proposals kept after NMS in training, per image")
     pre_nms_topk_test: int = opt(6000, "proposals kept before NMS at test time (per level for FPN)")
@@ -79,6 +88,8 @@ class RPNConfig:
 
 @dataclass
 class RoIHeadsConfig:
+    """model.roi_heads: RoI pooling, the box head and its predictions."""
+
     num_classes: int = opt(80, "object classes, background excluded")
     batch_size_per_image: int = opt(512, "RoIs sampled per image in training")
     positive_fraction: float = opt(0.25, "largest fraction of foreground RoIs")
@@ -101,6 +112,8 @@ class RoIHeadsConfig:
 
 @dataclass
 class ModelConfig:
+    """model: the detector."""
+
     backbone: BackboneConfig = section(BackboneConfig, "the feature extractor")
     neck: NeckConfig = section(NeckConfig, "optional feature pyramid")
     anchors: AnchorConfig = section(AnchorConfig, "anchor generator")
@@ -118,6 +131,8 @@ class ModelConfig:
 
 @dataclass
 class InputConfig:
+    """input: image sizes and augmentation."""
+
     min_size_train: list[int] = opt([800], "shortest side in training, one drawn per image")
     max_size_train: int = opt(1333, "longest side cap in training")
     min_size_test: int = opt(800, "shortest side at test time")
@@ -128,6 +143,8 @@ class InputConfig:
 
 @dataclass
 class DatasetConfig:
+    """data.train / data.test: a registered name or explicit files."""
+
     name: str | None = opt(
         None,
         "a registered dataset (see detection.config.datasets), resolved under $RESDET_DATASETS "
@@ -147,12 +164,10 @@ def _test_set() -> DatasetConfig:
 
 @dataclass
 class DataConfig:
-    train: DatasetConfig = field(
-        default_factory=_train_set, metadata={"doc": "training set", "choices": None}
-    )
-    test: DatasetConfig = field(
-        default_factory=_test_set, metadata={"doc": "evaluation set", "choices": None}
-    )
+    """data: the datasets and how they are loaded."""
+
+    train: DatasetConfig = section(_train_set, "training set")
+    test: DatasetConfig = section(_test_set, "evaluation set")
     num_workers: int = opt(4, "dataloader worker processes")
     filter_empty: bool = opt(True, "drop training images without annotations")
     aspect_ratio_grouping: bool = opt(True, "batch landscape and portrait images separately")
@@ -163,6 +178,8 @@ class DataConfig:
 
 @dataclass
 class SolverConfig:
+    """solver: optimizer, schedule, checkpoints and training precision."""
+
     ims_per_batch: int = opt(16, "images per iteration over all GPUs / processes")
     base_lr: float = opt(0.02, "learning rate for ims_per_batch (linear scaling rule)")
     momentum: float = opt(0.9, "SGD momentum")
@@ -190,6 +207,8 @@ class SolverConfig:
 
 @dataclass
 class EvaluationConfig:
+    """test: evaluation and inference."""
+
     eval_period: int = opt(
         0, "evaluate every N iterations in training; 0 = at the end only, -1 = never"
     )
@@ -212,6 +231,8 @@ class EvaluationConfig:
 
 @dataclass
 class Config:
+    """The whole experiment; every field is documented in field_docs()."""
+
     model: ModelConfig = section(ModelConfig, "the detector")
     input: InputConfig = section(InputConfig, "input sizes and augmentation")
     data: DataConfig = section(DataConfig, "datasets and loading")
