@@ -22,6 +22,7 @@ def tool_parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Add --config FILE and the trailing KEY=VALUE overrides to a tool's parser."""
     parser.add_argument("--config", required=required, metavar="FILE", help="YAML config file")
     parser.add_argument(
         "overrides",

@@ -195,6 +195,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """`value` checked against (and converted to) the annotation `tp`."""
 
     def fail() -> typing.NoReturn:
+        """Raise the type error of this key."""
         raise ConfigError(
             f"'{key}' (from {source}) must be of type {_type_name(tp)}, got {value!r} "
             f"({type(value).__name__})"

@@ -35,10 +35,12 @@ class DatasetReport:
 
     @property
     def num_problems(self) -> int:
+        """Defects found: drops other than the expected ones, plus unreadable images."""
         defects = sum(v for k, v in self.drop_counts.items() if k not in EXPECTED)
         return defects + len(self.unreadable)
 
     def format(self, max_listed: int = 20) -> str:
+        """The report as text, listing at most `max_listed` unreadable images."""
         lines = [
             f"{self.split}: {self.annotations} (images in {self.images_dir})",
             f"  {self.num_images} usable images, {self.num_boxes} boxes, "
@@ -77,6 +79,7 @@ def check_dataset(
     unreadable: list[str] = []
 
     def load(index: int) -> str | None:
+        """Decode one image: None, or why it cannot be read."""
         try:
             dataset._load(index)
         except ImageReadError as e:

@@ -50,10 +50,12 @@ class RecordStore:
         return name in self.layout
 
     def keys(self) -> list[str]:
+        """The array names, in storage order."""
         return list(self.layout)
 
     @property
     def nbytes(self) -> int:
+        """Size of the one buffer holding every array."""
         return int(self.buffer.nbytes)
 
     def __getstate__(self) -> dict:

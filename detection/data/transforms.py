@@ -2,7 +2,7 @@
 
 Training: resize the shortest edge to one of `input.min_size_train` (capped by
 `input.max_size_train`), horizontal flip, optional photometric jitter. Evaluation hands the
-model the original image (the model resizes in eval mode, see DESIGN.md), so the eval
+model the original image (the model resizes in eval mode, as torchvision's does), so the eval
 transform only converts to a tensor; `resize_test` is the deterministic resize for tools that
 want to show the model's test-time input.
 """
@@ -41,6 +41,8 @@ class ResizeShortestEdge(A.DualTransform):
     keeping the aspect ratio (Faster R-CNN's multi-scale training resize)."""
 
     class InitSchema(BaseTransformInitSchema):
+        """The constructor arguments, as albumentations validates them."""
+
         min_sizes: list[int]
         max_size: int
         interpolation: int
@@ -63,32 +65,37 @@ class ResizeShortestEdge(A.DualTransform):
         self.interpolation = interpolation
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict:
+        """Draw the shortest-edge size of this call: {"new_shape": (h, w)}."""
         height, width = params["shape"][:2]
         size = self.py_random.choice(self.min_sizes)
         return {"new_shape": resized_shape(height, width, size, self.max_size)}
 
     def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        """The image resized to new_shape (h, w)."""
         if img.shape[:2] == tuple(new_shape):
             return img
         return cv2.resize(img, (new_shape[1], new_shape[0]), interpolation=self.interpolation)
 
     def apply_to_mask(self, mask: np.ndarray, new_shape: tuple[int, int], **params: Any):
+        """The mask resized to new_shape (h, w), nearest neighbour."""
         return cv2.resize(mask, (new_shape[1], new_shape[0]), interpolation=cv2.INTER_NEAREST)
 
     def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
-        # albumentations keeps boxes normalized to [0, 1] between transforms: a resize of the
-        # whole image leaves them unchanged
+        """The boxes, unchanged: albumentations keeps them normalized to [0, 1] between
+        transforms, and a resize of the whole image leaves normalized boxes where they are."""
         return bboxes
 
     def apply_to_keypoints(
         self, keypoints: np.ndarray, new_shape: tuple[int, int], shape: tuple, **params: Any
     ) -> np.ndarray:
+        """The keypoints scaled with the image."""
         keypoints = keypoints.copy()
         keypoints[:, 0] *= new_shape[1] / shape[1]
         keypoints[:, 1] *= new_shape[0] / shape[0]
         return keypoints
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """The constructor arguments albumentations serializes."""
         return ("min_sizes", "max_size", "interpolation")
 
 

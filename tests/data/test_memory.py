@@ -63,7 +63,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # ~15 s on an idle core, more on busy ones
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_coco_scale_index_memory_and_time(tmp_path):
     ann = tmp_path / "instances_big.json"
