@@ -2,5 +2,6 @@
 
 from .config import load_config
 from .modeling import build_model, load_model
+from .predictor import Predictor
 
-__all__ = ["build_model", "load_config", "load_model"]
+__all__ = ["Predictor", "build_model", "load_config", "load_model"]

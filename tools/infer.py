@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detection import load_model
+from detection import Predictor
 from detection.config import ConfigError
 from detection.evaluation import list_images, predict_images
-from detection.modeling import inference_options, prepare_for_inference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         paths = list_images(args.input)
-        model = load_model(args.checkpoint, args.overrides, device=args.device)
-        model = prepare_for_inference(model, **inference_options(model.cfg))
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.overrides, device=args.device)
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    print(f"inference precision: {predictor.precision}", file=sys.stderr, flush=True)
     records = predict_images(
-        model,
+        predictor.model,
         paths,
         args.output,
         score_thresh=args.score_thresh,

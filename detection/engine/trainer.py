@@ -1,10 +1,9 @@
-"""The training loop: AMP, DDP, periodic checkpoints, exact resume, metrics and progress."""
+"""The training loop: mixed precision, DDP, periodic checkpoints and evaluation (hooks), exact
+resume, metrics and progress."""
 
 from __future__ import annotations
 
 import json
-import math
-import resource
 import sys
 import time
 import warnings
@@ -15,14 +14,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from ..config import Config, ConfigError, save_config, to_dict
 from ..data import build_dataset, build_train_loader, worker_error
 from ..modeling import build_model, read_checkpoint
-from ..modeling.fast import autocast
+from ..utils.distributed import DistInfo
+from ..utils.precision import Precision, autocast, resolve_precision
 from .checkpoint import Checkpointer, config_differences, model_checkpoint
-from .distributed import DistInfo, reduce_mean
+from .hooks import CheckpointHook, EvalHook, Hook, MetricsHook, MetricsWriter, run_evaluation
 from .optim import build_optimizer, build_scheduler
 from .rng import get_rng_state, seed_all, set_rng_state
 
@@ -33,53 +32,19 @@ class TrainingError(RuntimeError):
     """Training cannot go on (out of memory); the message says at what and what to change."""
 
 
-class MetricsWriter:
-    """Appends one JSON object per record to metrics.jsonl (and TensorBoard when installed)."""
-
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = output_dir / "metrics.jsonl"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(output_dir / "tensorboard"))
-            except (ImportError, ModuleNotFoundError):
-                self.tb = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "iteration" and isinstance(v, int | float):
-                    self.tb.add_scalar(k, v, record["iteration"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+def use_channels_last(memory_format: str, precision: str) -> bool:
+    """solver.memory_format: "channels_last", "contiguous", or "auto" (channels_last when
+    training runs in bf16 / fp16, the resolved solver.amp)."""
+    return memory_format == "channels_last" or (memory_format == "auto" and precision != "fp32")
 
 
-def use_channels_last(memory_format: str, amp: str) -> bool:
-    """solver.memory_format: "channels_last", "contiguous", or "auto" (channels_last under
-    mixed precision)."""
-    return memory_format == "channels_last" or (memory_format == "auto" and amp != "off")
-
-
-def _autocast(amp: str, device: str):
-    if amp == "fp16" and not device.startswith("cuda"):
-        raise ConfigError("solver.amp=fp16 needs a CUDA device; use solver.amp=bf16 on CPU")
-    return autocast(device, "fp32" if amp == "off" else amp)
-
-
-def _peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+def training_precision(amp: str, device: str) -> Precision:
+    """solver.amp resolved for `device` (see detection.utils.precision); ConfigError if it
+    cannot run there."""
+    try:
+        return resolve_precision(amp, device)
+    except ValueError as e:
+        raise ConfigError(f"solver.amp={amp}: {e}") from None
 
 
 def _to_device(images, targets, device: str):
@@ -113,7 +78,19 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
 
 
 class Trainer:
-    """Runs `cfg.solver.max_iter` iterations of Faster R-CNN training on this process's shard."""
+    """Runs `cfg.solver.max_iter` iterations of Faster R-CNN training on this process's shard.
+
+    Args:
+        cfg: the resolved config (model, data.train, solver, test.eval_period, output_dir).
+        device: "cpu" or "cuda[:i]"; solver.amp "auto" is resolved for it.
+        dist_info: this process's rank and world size (init_distributed); None = one process.
+        evaluate: `evaluate(model, iteration) -> metrics` run every test.eval_period
+            iterations and at the end (detection.evaluation.training_evaluator builds one).
+        log: where progress lines go (default: stderr); silent on ranks other than 0.
+
+    Attributes: model (the FasterRCNN, unwrapped), optimizer, scheduler, iteration (optimizer
+    steps done), precision (what solver.amp resolved to).
+    """
 
     def __init__(
         self,
@@ -143,16 +120,19 @@ class Trainer:
                 f"the training set has {k} classes but model.roi_heads.num_classes="
                 f"{cfg.model.roi_heads.num_classes}; set model.roi_heads.num_classes={k}"
             )
+        self.precision = training_precision(cfg.solver.amp, device)
+        self.log(f"training precision: {self.precision}")
         self.model = build_model(cfg, class_names=self.dataset.class_names).to(device)
-        if use_channels_last(cfg.solver.memory_format, cfg.solver.amp):
-            self.model.to(memory_format=torch.channels_last)
-            self.model.channels_last = True
+        if use_channels_last(cfg.solver.memory_format, self.precision.name):
+            self.model.set_channels_last(True)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        use_scaler = cfg.solver.amp == "fp16" and device.startswith("cuda")
+        use_scaler = self.precision.name == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.checkpointer = Checkpointer(self.out, cfg.solver.keep_checkpoints)
         self.iteration = 0
+        self.last_lr = 0.0  # the learning rate of the last step (before the scheduler's step)
+        self.last_data_time = 0.0  # seconds the last step waited for its batch
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True
 
@@ -261,41 +241,71 @@ class Trainer:
             f"solver.amp=bf16. ({str(error).splitlines()[0][:200]})"
         )
 
-    def _step(self, model: nn.Module, images, targets, params) -> dict[str, torch.Tensor]:
-        """Forward, loss check, backward and optimizer step of one iteration."""
-        s = self.cfg.solver
-        with _autocast(s.amp, self.device):
+    def step(self, model: nn.Module, images, targets, params) -> dict[str, torch.Tensor]:
+        """One iteration: forward under solver.amp, loss check, backward, clipping, optimizer
+        and scheduler steps. Returns the loss terms (scalars)."""
+        clip = self.cfg.solver.clip_grad_norm
+        with autocast(self.device, self.precision.name):
             losses = model(images, targets)
         total = sum(losses.values())
         self._check_finite(losses, total)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
-            if s.clip_grad_norm:
+            if clip:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             total.backward()
-            if s.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
             self.optimizer.step()
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.iteration += 1
         return losses
 
+    def build_hooks(self, writer: MetricsWriter) -> list[Hook]:
+        """The periodic work after each step, in order: metrics, checkpoint, evaluation."""
+        s, t = self.cfg.solver, self.cfg.test
+        hooks: list[Hook] = [
+            MetricsHook(self, writer),
+            CheckpointHook(s.checkpoint_period, s.max_iter),
+        ]
+        if self.evaluate is not None:
+            hooks.append(EvalHook(t.eval_period, s.max_iter, writer))
+        return hooks
+
+    def _wrap(self) -> nn.Module:
+        """The module to run forward on: DDP around the model when there are several ranks."""
+        if self.info.world_size == 1:
+            return self.model
+        cuda = self.device.startswith("cuda")
+        return nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.info.local_rank] if cuda else None
+        )
+
+    def _next_batch(self, batches) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        t0 = time.perf_counter()
+        try:
+            images, targets = next(batches)
+        except Exception as e:
+            raise worker_error(e) from None
+        images, targets = _to_device(images, targets, self.device)
+        self.last_data_time = time.perf_counter() - t0
+        return images, targets
+
     def train(self) -> dict[str, Any]:
-        cfg = self.cfg
-        s = cfg.solver
-        model: nn.Module = self.model
-        if self.info.world_size > 1:
-            model = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.info.local_rank] if self.device.startswith("cuda") else None,
-            )
+        """Train from `self.iteration` to solver.max_iter; save model_final.pth and run the
+        final evaluation (test.eval_period >= 0). Returns the last metrics record, plus
+        {"eval": metrics} when evaluated."""
+        model = self._wrap()
         model.train()
         self._truncate_metrics()  # a fresh run starts a fresh file; a resumed one drops redone
         loader = build_train_loader(
-            cfg,
+            self.cfg,
             rank=self.info.rank,
             world_size=self.info.world_size,
             start_iter=self.iteration,
@@ -303,102 +313,29 @@ class Trainer:
         )
         batches = iter(loader)
         writer = MetricsWriter(self.out, self.info.is_main)
-        tty = sys.stderr.isatty()
-        bar = tqdm(
-            total=s.max_iter,
-            initial=self.iteration,
-            desc="train",
-            unit="it",
-            disable=not self.info.is_main,
-            dynamic_ncols=True,
-            mininterval=0.5 if tty else 30.0,
-            file=sys.stderr,
-        )
+        hooks = self.build_hooks(writer)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        sums: dict[str, torch.Tensor] = {}
-        count, images_seen, data_time = 0, 0, 0.0
-        period_start = time.perf_counter()
-        last_record: dict[str, Any] = {}
         try:
-            while self.iteration < s.max_iter:
-                t0 = time.perf_counter()
+            while self.iteration < self.cfg.solver.max_iter:
+                images, targets = self._next_batch(batches)
                 try:
-                    images, targets = next(batches)
-                except Exception as e:
-                    raise worker_error(e) from None
-                images, targets = _to_device(images, targets, self.device)
-                data_time += time.perf_counter() - t0
-                try:
-                    losses = self._step(model, images, targets, params)
+                    losses = self.step(model, images, targets, params)
                 except (RuntimeError, MemoryError) as e:
                     if not _is_out_of_memory(e):
                         raise
                     raise self._out_of_memory(e, images) from e
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
-                self.iteration += 1
-                bar.update(1)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float()
-                count += 1
-                images_seen += len(images) * self.info.world_size
-                if self.iteration % s.log_period == 0 or self.iteration == s.max_iter:
-                    means = reduce_mean({k: v / count for k, v in sums.items()})
-                    elapsed = time.perf_counter() - period_start
-                    last_record = {
-                        "iteration": self.iteration,
-                        "lr": lr,
-                        **means,
-                        "total_loss": sum(means.values()),
-                        "time_per_iter": elapsed / count,
-                        "data_time": data_time / count,
-                        "images_per_s": images_seen / elapsed,
-                        "peak_memory_mb": _peak_memory_mb(self.device),
-                    }
-                    writer.write(last_record)
-                    bar.set_postfix(
-                        loss=f"{last_record['total_loss']:.3f}",
-                        lr=f"{lr:.2g}",
-                        img_s=f"{last_record['images_per_s']:.1f}",
-                        mem=f"{last_record['peak_memory_mb']:.0f}M",
-                    )
-                    if not tty and self.info.is_main:
-                        self.log(
-                            f"iter {self.iteration}/{s.max_iter} "
-                            + " ".join(f"{k}={v:.4g}" for k, v in means.items())
-                            + f" lr={lr:.3g} {last_record['images_per_s']:.1f} img/s"
-                        )
-                    sums, count, images_seen, data_time = {}, 0, 0, 0.0
-                    period_start = time.perf_counter()
-                if self.iteration % s.checkpoint_period == 0 and self.iteration < s.max_iter:
-                    self.save(f"model_{self.iteration:07d}.pth")
-                if (
-                    self.evaluate is not None
-                    and cfg.test.eval_period > 0
-                    and self.iteration % cfg.test.eval_period == 0
-                    and self.iteration < s.max_iter
-                ):
-                    self._run_eval(writer)
-                    model.train()
+                for hook in hooks:
+                    hook.after_step(self, losses, len(images))
+                model.train()
         finally:
-            bar.close()
+            for hook in hooks:
+                hook.after_train(self)
         self.save("model_final.pth", periodic=False)
-        result = dict(last_record)
-        if self.evaluate is not None and cfg.test.eval_period >= 0:
-            result.update(self._run_eval(writer))
+        result = dict(hooks[0].last_record)
+        if self.evaluate is not None and self.cfg.test.eval_period >= 0:
+            result.update(run_evaluation(self, writer))
         writer.close()
         return result
-
-    def _run_eval(self, writer: MetricsWriter) -> dict[str, Any]:
-        metrics = self.evaluate(self.model, self.iteration)
-        flat = {
-            f"bbox/{k}": v
-            for k, v in (metrics.get("bbox", metrics)).items()
-            if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
-        }
-        writer.write({"iteration": self.iteration, **flat})
-        self.model.train()
-        return {"eval": metrics}
 
 
 def train(

@@ -9,27 +9,15 @@ next to fp32's in the README's Performance section.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 from backbones.norm import fold_frozen_batchnorm
 
+from ..utils.precision import PRECISIONS, log_precision, resolve_precision
+
 logger = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: str | torch.device, precision: str):
-    """torch.autocast to `precision` on `device`; "fp32" adds no context (an enclosing autocast,
-    such as the trainer's solver.amp, stays in force)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {tuple(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def compile_backbone(model: nn.Module) -> bool:
@@ -65,28 +53,29 @@ def prepare_for_inference(
     fold_bn: every FrozenBatchNorm2d that follows a conv is folded into it (the weights change:
     do not train the model afterwards). channels_last: images and weights in NHWC, which
     oneDNN (CPU) and cuDNN run faster; None (auto) = on, except for models with GroupNorm on
-    CPU, whose NHWC kernel is slower there (R18-GN demo evaluation: 33 s NCHW, 40 s NHWC).
-    precision: autocast dtype of the forward ("fp32", "bf16", "fp16"); boxes and scores are
+    CPU, whose NHWC kernel is slower there.
+    precision: autocast dtype of the forward ("auto", "fp32", "bf16", "fp16"; auto = bf16
+    where the model's device runs it natively, see detection.utils.precision); boxes and scores are
     decoded in fp32 either way. In bf16 / fp16 the weights of every conv and linear layer are
     cast once here, as autocast would cast them on every forward (the same numbers; VGG-16 has
     134M parameters to cast). compile: torch.compile the backbone, falling back to eager with a
     warning where it cannot compile.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {tuple(PRECISIONS)}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    resolved = resolve_precision(precision, device)
+    log_precision("inference", resolved)
+    precision = resolved.name
     model.eval()
     if fold_bn:
         folded = fold_frozen_batchnorm(model)
         logger.debug("folded %d FrozenBatchNorm2d layers into their convolutions", folded)
     if channels_last is None:
-        param = next(model.parameters(), None)
-        on_cpu = param is None or param.device.type == "cpu"
+        on_cpu = device.type == "cpu"
         has_gn = any(isinstance(m, nn.GroupNorm) for m in model.modules())
         channels_last = not (on_cpu and has_gn)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.channels_last = channels_last
-    model.precision = precision
+    model.set_channels_last(channels_last)
+    model.set_inference_precision(precision)
     if PRECISIONS[precision] is not None:
         cast = cast_matmul_weights(model, PRECISIONS[precision])
         logger.debug("cast %d conv / linear layers to %s", cast, precision)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .fast import autocast
+from ..config import Config
+from ..utils.precision import autocast, check_precision
 from .preprocess import pad_batch, rescale_boxes, resize_image
 from .roi_heads import RoIHeads
 from .rpn import RPN
@@ -38,6 +39,7 @@ class FasterRCNN(nn.Module):
         max_size_test: int = 1333,
         size_divisibility: int = 32,
         class_names: Sequence[str] | None = None,
+        cfg: Config | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -52,9 +54,24 @@ class FasterRCNN(nn.Module):
         self.max_size_test = max_size_test
         self.size_divisibility = size_divisibility
         self.class_names = list(class_names) if class_names is not None else None
-        # the inference fast path (see fast.prepare_for_inference)
+        self.cfg = cfg  # the resolved config this model was built from (None if built by hand)
+        # the memory format of the batch (set_channels_last) and the autocast precision of
+        # inference (set_inference_precision); training's precision is the trainer's
         self.channels_last = False
         self.precision = "fp32"
+
+    def set_channels_last(self, enabled: bool = True) -> FasterRCNN:
+        """Weights and input batches in NHWC (`enabled`) or NCHW; returns the model."""
+        memory_format = torch.channels_last if enabled else torch.contiguous_format
+        self.to(memory_format=memory_format)
+        self.channels_last = enabled
+        return self
+
+    def set_inference_precision(self, precision: str) -> FasterRCNN:
+        """The autocast precision of eval-mode forwards ("fp32", "bf16", "fp16")."""
+        check_precision(precision)
+        self.precision = precision
+        return self
 
     def _check_inputs(self, images, targets) -> None:
         if not isinstance(images, list | tuple) or not images:

@@ -1,0 +1,186 @@
+"""Numerical precision: which dtype training and inference run in, chosen for the hardware.
+
+`auto` (the default of `solver.amp` and `test.precision`) means bf16 where the hardware runs it
+natively and fp32 everywhere else:
+- CUDA: bf16 when the GPU supports it without emulation (Ampere and newer), else fp32;
+- CPU: bf16 when the CPU has AMX or AVX512_BF16 *and* oneDNN is allowed to use them. oneDNN
+  can be capped with `ONEDNN_MAX_CPU_ISA` (or the older `DNNL_MAX_CPU_ISA`), e.g.
+  `ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI` makes an AMX machine behave like one without native
+  bf16; the rule follows the cap. Without native support oneDNN emulates bf16, several times
+  slower than fp32.
+
+An explicit `bf16` is honoured everywhere, with one warning where it is emulated. `fp16` is a
+CUDA precision (autocast on CPU has no fast fp16 kernels).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# autocast dtype of each precision name; fp32 runs without autocast
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+# oneDNN's ISA names in increasing order (dnnl_cpu_isa_t); bf16 dot products are native from
+# AVX512_CORE_BF16 up. Aliases map the names oneDNN accepts for the same level.
+_ONEDNN_ISA_ORDER = [
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+    "ALL",
+    "DEFAULT",
+]
+_ONEDNN_ISA_ALIASES = {
+    "AVX512_CORE_FP16": "AVX10_1_512",
+    "AVX512_CORE_AMX": "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16",
+}
+_FIRST_NATIVE_BF16_ISA = "AVX512_CORE_BF16"
+_FIRST_AMX_ISA = "AVX10_1_512_AMX"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision: `name` is "fp32", "bf16" or "fp16"; `reason` says why."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def check_precision(precision: str) -> None:
+    """Raise a ValueError naming the choices unless `precision` is a resolved precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {tuple(PRECISIONS)}")
+
+
+def autocast(device: str | torch.device, precision: str):
+    """torch.autocast to `precision` on `device`; "fp32" adds no context (an enclosing autocast,
+    such as the trainer's solver.amp, stays in force)."""
+    check_precision(precision)
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA cap set for oneDNN in the environment (upper case), or None when uncapped."""
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(var, "").strip().upper()
+        if value:
+            return _ONEDNN_ISA_ALIASES.get(value, value)
+    return None
+
+
+def _cap_allows(cap: str | None, isa: str) -> bool:
+    if cap is None or cap in ("ALL", "DEFAULT"):
+        return True
+    if cap not in _ONEDNN_ISA_ORDER:
+        return True  # oneDNN ignores a name it does not know
+    return _ONEDNN_ISA_ORDER.index(cap) >= _ONEDNN_ISA_ORDER.index(isa)
+
+
+def _cpu_features() -> tuple[bool, bool]:
+    """(AMX, AVX512_BF16) as the CPU reports them (torch's cpuinfo; False where unknown)."""
+    cpu = getattr(torch._C, "_cpu", None)
+
+    def has(name: str) -> bool:
+        fn = getattr(cpu, name, None)
+        try:
+            return bool(fn()) if fn is not None else False
+        except RuntimeError:
+            return False
+
+    return has("_is_amx_tile_supported"), has("_is_avx512_bf16_supported")
+
+
+def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
+    """(whether `device` runs bf16 natively, the reason in words)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "CUDA is not available"
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"native on this GPU: {name}"
+        return False, f"not native on this GPU: {name}"
+    if device.type != "cpu":
+        return False, f"no bf16 rule for {device.type}"
+    amx, avx512_bf16 = _cpu_features()
+    cap = onednn_isa_cap()
+    if amx and _cap_allows(cap, _FIRST_AMX_ISA):
+        return True, "native on this CPU: AMX"
+    if (amx or avx512_bf16) and _cap_allows(cap, _FIRST_NATIVE_BF16_ISA):
+        return True, "native on this CPU: AVX512_BF16"
+    if amx or avx512_bf16:
+        return False, f"oneDNN capped below bf16 by ONEDNN_MAX_CPU_ISA={cap}"
+    return False, "this CPU has neither AMX nor AVX512_BF16"
+
+
+def resolve_precision(requested: str, device: str | torch.device = "cpu") -> Precision:
+    """The precision to run for a config value: "auto", "fp32" / "off", "bf16" or "fp16".
+
+    "auto" is bf16 where native (see native_bf16) and fp32 elsewhere. An explicit bf16 where
+    it is emulated is kept, with a warning (once per process) that fp32 is faster there.
+    """
+    device = torch.device(device)
+    if requested in ("off", "fp32"):
+        return Precision("fp32", "asked for")
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise ValueError("fp16 needs a CUDA device; on CPU use bf16 or auto")
+        return Precision("fp16", "asked for")
+    native, why = native_bf16(device)
+    if requested == "auto":
+        return (
+            Precision("bf16", why)
+            if native
+            else Precision("fp32", f"auto; bf16 is not native: {why}")
+        )
+    if requested == "bf16":
+        if not native:
+            _warn_emulated(device.type, why)
+        return Precision("bf16", "asked for" + ("" if native else f"; emulated: {why}"))
+    raise ValueError(
+        f"unknown precision {requested!r}; choose from auto, fp32 (or off), bf16, fp16"
+    )
+
+
+@functools.cache
+def _warn_emulated(device_type: str, why: str) -> None:
+    warnings.warn(
+        f"bf16 asked for on {device_type} but it is not native here ({why}): it is emulated and "
+        "slower than fp32. Use precision auto (the default) or fp32.",
+        stacklevel=3,
+    )
+
+
+@functools.cache
+def log_precision(what: str, precision: Precision) -> None:
+    """Say once per process and setting what a precision resolved to."""
+    logger.info("%s precision: %s", what, precision)
