@@ -194,12 +194,18 @@ class SolverConfig:
     checkpoint_period: int = opt(5000, "iterations between checkpoints")
     log_period: int = opt(20, "iterations between metrics.jsonl records and progress updates")
     keep_checkpoints: int = opt(3, "periodic checkpoints kept on disk (model_final.pth always)")
-    amp: str = opt("off", "mixed precision", ("off", "bf16", "fp16"))
+    amp: str = opt(
+        "auto",
+        "mixed precision of training: auto = bf16 where the hardware runs it natively (a GPU "
+        "with bf16, a CPU with AMX or AVX512_BF16), off (fp32) elsewhere; off, bf16 or fp16 "
+        "(CUDA) force one",
+        ("auto", "off", "bf16", "fp16"),
+    )
     memory_format: str = opt(
         "auto",
         "layout of training feature maps: channels_last (NHWC), contiguous (NCHW), or auto = "
-        "channels_last under amp (bf16 R50-FPN on a CPU with AMX: 1.8x; in fp32 no gain on "
-        "CPU, and GroupNorm is slower)",
+        "channels_last when training runs in bf16 / fp16 (what solver.amp resolves to), "
+        "contiguous in fp32",
         ("auto", "channels_last", "contiguous"),
     )
     clip_grad_norm: float | None = opt(None, "clip the gradient norm to this value; null = off")
@@ -219,7 +225,10 @@ class EvaluationConfig:
         "detections up to float rounding)",
     )
     precision: str = opt(
-        "fp32", "autocast dtype of evaluation and inference", ("fp32", "bf16", "fp16")
+        "auto",
+        "autocast dtype of evaluation and inference: auto = bf16 where the hardware runs it "
+        "natively, fp32 elsewhere; fp32, bf16 or fp16 (CUDA) force one",
+        ("auto", "fp32", "bf16", "fp16"),
     )
     evaluator: str = opt(
         "pycocotools",
