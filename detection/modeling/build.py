@@ -1,9 +1,15 @@
-"""build_model(cfg) and load_model(checkpoint): the detector from a config."""
+"""build_model(cfg) and load_model(checkpoint): the detector from a config.
+
+Each detector design has its own builder (`resnet_fpn_parts`, `vgg16_parts`, `resnet_c4_parts`)
+that returns the design-specific `DetectorParts`; `build_model` picks the builder and adds the
+RPN, the RoI heads and the meta-architecture, which every design shares.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +26,25 @@ from .poolers import RoIPooler
 from .rcnn import FasterRCNN
 from .roi_heads import RoIHeads
 from .rpn import RPN
+
+
+@dataclass
+class DetectorParts:
+    """The design-specific pieces of a detector, as one builder returns them.
+
+    backbone: module whose forward gives {feature name: map}, with `out_channels` and `strides`.
+    rpn_features: backbone outputs the RPN runs on, one anchor level each.
+    roi_features: backbone outputs the RoI pooler reads, finest first.
+    size_divisibility: batches are padded to a multiple of this.
+    box_head: the per-region head, or None for the two-fc head over the pooled features (built
+        after the RPN so that random initialisation draws in the same order for every design).
+    """
+
+    backbone: nn.Module
+    rpn_features: list[str]
+    roi_features: list[str]
+    size_divisibility: int
+    box_head: nn.Module | None = None
 
 
 def _check_architecture(cfg: Config) -> None:
@@ -44,6 +69,129 @@ def _check_architecture(cfg: Config) -> None:
         )
 
 
+def _backbone_options(cfg: Config) -> dict:
+    """build_backbone's keyword options from `model.backbone` (VGG takes no stride_in_1x1)."""
+    b = cfg.model.backbone
+    opts = dict(
+        shortcut=b.shortcut,
+        freeze_at=b.freeze_at,
+        norm=b.norm,
+        zero_init_residual=b.zero_init_residual,
+    )
+    if not b.name.startswith("vgg"):
+        opts["stride_in_1x1"] = b.stride_in_1x1
+    return opts
+
+
+def resnet_fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
+    """ResNet res2..res5 under an FPN: the RPN on P2..P6, RoIs pooled from P2..P5."""
+    in_features = ["res2", "res3", "res4", "res5"]
+    bottom_up = build_backbone(
+        cfg.model.backbone.name, out_features=in_features, **_backbone_options(cfg)
+    )
+    if weights:
+        load_pretrained(bottom_up, weights)
+    backbone = FPN(bottom_up, in_features, cfg.model.neck.out_channels)
+    rpn_features = list(backbone.out_features)  # p2..p6
+    return DetectorParts(
+        backbone=backbone,
+        rpn_features=rpn_features,
+        roi_features=rpn_features[:-1],  # p2..p5
+        size_divisibility=backbone.size_divisibility,
+    )
+
+
+def vgg16_parts(cfg: Config, weights: str | None) -> DetectorParts:
+    """VGG-16 conv5_3 for the RPN and the RoIs; fc6/fc7 as the box head with `vgg_fc`."""
+    r = cfg.model.roi_heads
+    backbone = build_backbone(
+        cfg.model.backbone.name, out_features=["conv5"], **_backbone_options(cfg)
+    )
+    box_head = None
+    if r.box_head == "vgg_fc":
+        box_head = VGGBoxHead(backbone.out_channels["conv5"], r.pooler_resolution)
+        if weights:
+            load_pretrained(box_head, weights)
+    if weights:
+        load_pretrained(backbone, weights)
+    return DetectorParts(backbone, ["conv5"], ["conv5"], size_divisibility=16, box_head=box_head)
+
+
+def resnet_c4_parts(cfg: Config, weights: str | None) -> DetectorParts:
+    """The ResNet paper's design: conv1..res4 shared by the RPN and the detector, res5 per region.
+
+    res5 is built with the backbone (so ImageNet weights reach it) and moved into the box head
+    with `res5`; with `2fc` it is discarded.
+    """
+    backbone = build_backbone(
+        cfg.model.backbone.name, out_features=["res5"], **_backbone_options(cfg)
+    )
+    if weights:
+        load_pretrained(backbone, weights)
+    assert isinstance(backbone, ResNet)
+    res5 = split_after(backbone, "res4")["res5"]
+    box_head = Res5Head(res5) if cfg.model.roi_heads.box_head == "res5" else None
+    return DetectorParts(backbone, ["res4"], ["res4"], size_divisibility=16, box_head=box_head)
+
+
+def design_builder(cfg: Config) -> Callable[[Config, str | None], DetectorParts]:
+    """The parts builder of the design `cfg.model` names: FPN, VGG-16 or C4."""
+    if cfg.model.neck.name == "fpn":
+        return resnet_fpn_parts
+    if cfg.model.backbone.name.startswith("vgg"):
+        return vgg16_parts
+    return resnet_c4_parts
+
+
+def build_rpn(cfg: Config, parts: DetectorParts) -> RPN:
+    """The RPN of `cfg.model.rpn` / `cfg.model.anchors` on the parts' RPN features."""
+    m = cfg.model
+    anchors = AnchorGenerator(m.anchors.sizes, m.anchors.aspect_ratios)
+    return RPN(
+        anchors,
+        parts.backbone.out_channels[parts.rpn_features[0]],
+        pre_nms_topk=(m.rpn.pre_nms_topk_train, m.rpn.pre_nms_topk_test),
+        post_nms_topk=(m.rpn.post_nms_topk_train, m.rpn.post_nms_topk_test),
+        nms_thresh=m.rpn.nms_thresh,
+        min_box_size=m.rpn.min_box_size,
+        batch_size_per_image=m.rpn.batch_size_per_image,
+        positive_fraction=m.rpn.positive_fraction,
+        iou_thresholds=m.rpn.iou_thresholds,
+        smooth_l1_beta=m.rpn.smooth_l1_beta,
+    )
+
+
+def build_roi_heads(cfg: Config, parts: DetectorParts) -> RoIHeads:
+    """Pooler, box head (the parts' or two fc layers), predictor and RoI heads of `cfg`."""
+    r = cfg.model.roi_heads
+    channels = parts.backbone.out_channels
+    strides = parts.backbone.strides
+    pooler = RoIPooler(
+        r.pooler_type,
+        r.pooler_resolution,
+        [strides[f] for f in parts.roi_features],
+        sampling_ratio=r.pooler_sampling_ratio,
+        aligned=r.pooler_aligned,
+    )
+    box_head = parts.box_head
+    if box_head is None:  # 2fc
+        box_head = TwoFCHead(channels[parts.roi_features[0]] * r.pooler_resolution**2, r.fc_dim)
+    predictor = FastRCNNPredictor(box_head.out_features, r.num_classes)
+    return RoIHeads(
+        pooler,
+        box_head,
+        predictor,
+        batch_size_per_image=r.batch_size_per_image,
+        positive_fraction=r.positive_fraction,
+        iou_threshold=r.iou_threshold,
+        box_reg_weights=r.box_reg_weights,
+        smooth_l1_beta=r.smooth_l1_beta,
+        score_thresh=r.score_thresh,
+        nms_thresh=r.nms_thresh,
+        detections_per_image=cfg.test.detections_per_image,
+    )
+
+
 def build_model(
     cfg: Config,
     *,
@@ -57,108 +205,30 @@ def build_model(
     """
     _check_architecture(cfg)
     m = cfg.model
-    b = m.backbone
-    weights = b.weights if load_backbone_weights else None
-    is_vgg = b.name.startswith("vgg")
-    opts = dict(
-        shortcut=b.shortcut,
-        freeze_at=b.freeze_at,
-        norm=b.norm,
-        zero_init_residual=b.zero_init_residual,
-    )
-    if not is_vgg:
-        opts["stride_in_1x1"] = b.stride_in_1x1
-    r = m.roi_heads
-
-    box_head: nn.Module | None = None
-    if m.neck.name == "fpn":
-        bottom_up = build_backbone(b.name, out_features=["res2", "res3", "res4", "res5"], **opts)
-        if weights:
-            load_pretrained(bottom_up, weights)
-        backbone: nn.Module = FPN(bottom_up, ["res2", "res3", "res4", "res5"], m.neck.out_channels)
-        rpn_features = list(backbone.out_features)  # p2..p6
-        roi_features = rpn_features[:-1]  # p2..p5
-        size_divisibility = backbone.size_divisibility
-    elif is_vgg:
-        backbone = build_backbone(b.name, out_features=["conv5"], **opts)
-        rpn_features = roi_features = ["conv5"]
-        size_divisibility = 16
-        if r.box_head == "vgg_fc":
-            box_head = VGGBoxHead(backbone.out_channels["conv5"], r.pooler_resolution)
-            if weights:
-                load_pretrained(box_head, weights)
-        if weights:
-            load_pretrained(backbone, weights)
-    else:
-        # conv1..res4 shared by RPN and detector; res5 per region (the paper's appendix A)
-        backbone = build_backbone(b.name, out_features=["res5"], **opts)
-        if weights:
-            load_pretrained(backbone, weights)
-        assert isinstance(backbone, ResNet)
-        res5 = split_after(backbone, "res4")["res5"]
-        if r.box_head == "res5":
-            box_head = Res5Head(res5)
-        rpn_features = roi_features = ["res4"]
-        size_divisibility = 16
-
-    channels = backbone.out_channels
-    strides = backbone.strides
-    anchors = AnchorGenerator(m.anchors.sizes, m.anchors.aspect_ratios)
-    rpn = RPN(
-        anchors,
-        channels[rpn_features[0]],
-        pre_nms_topk=(m.rpn.pre_nms_topk_train, m.rpn.pre_nms_topk_test),
-        post_nms_topk=(m.rpn.post_nms_topk_train, m.rpn.post_nms_topk_test),
-        nms_thresh=m.rpn.nms_thresh,
-        min_box_size=m.rpn.min_box_size,
-        batch_size_per_image=m.rpn.batch_size_per_image,
-        positive_fraction=m.rpn.positive_fraction,
-        iou_thresholds=m.rpn.iou_thresholds,
-        smooth_l1_beta=m.rpn.smooth_l1_beta,
-    )
-    pooler = RoIPooler(
-        r.pooler_type,
-        r.pooler_resolution,
-        [strides[f] for f in roi_features],
-        sampling_ratio=r.pooler_sampling_ratio,
-        aligned=r.pooler_aligned,
-    )
-    if box_head is None:  # 2fc
-        box_head = TwoFCHead(channels[roi_features[0]] * r.pooler_resolution**2, r.fc_dim)
-    predictor = FastRCNNPredictor(box_head.out_features, r.num_classes)
-    roi_heads = RoIHeads(
-        pooler,
-        box_head,
-        predictor,
-        batch_size_per_image=r.batch_size_per_image,
-        positive_fraction=r.positive_fraction,
-        iou_threshold=r.iou_threshold,
-        box_reg_weights=r.box_reg_weights,
-        smooth_l1_beta=r.smooth_l1_beta,
-        score_thresh=r.score_thresh,
-        nms_thresh=r.nms_thresh,
-        detections_per_image=cfg.test.detections_per_image,
-    )
-    if class_names is not None and len(class_names) != r.num_classes:
+    weights = m.backbone.weights if load_backbone_weights else None
+    parts = design_builder(cfg)(cfg, weights)
+    rpn = build_rpn(cfg, parts)
+    roi_heads = build_roi_heads(cfg, parts)
+    num_classes = m.roi_heads.num_classes
+    if class_names is not None and len(class_names) != num_classes:
         raise ConfigError(
-            f"{len(class_names)} class names but model.roi_heads.num_classes={r.num_classes}"
+            f"{len(class_names)} class names but model.roi_heads.num_classes={num_classes}"
         )
-    model = FasterRCNN(
-        backbone,
+    return FasterRCNN(
+        parts.backbone,
         rpn,
         roi_heads,
-        rpn_features=rpn_features,
-        roi_features=roi_features,
+        rpn_features=parts.rpn_features,
+        roi_features=parts.roi_features,
         pixel_mean=m.pixel_mean,
         pixel_std=m.pixel_std,
         input_format=m.input_format,
         min_size_test=cfg.input.min_size_test,
         max_size_test=cfg.input.max_size_test,
-        size_divisibility=size_divisibility,
+        size_divisibility=parts.size_divisibility,
         class_names=class_names,
+        cfg=cfg,
     )
-    model.cfg = cfg
-    return model
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
