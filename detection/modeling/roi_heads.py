@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from .box_coder import BoxCoder
-from .matcher import IGNORE, NEGATIVE, Matcher
+from .matcher import Matcher, match_targets
 from .poolers import RoIPooler
 from .sampler import sample_balanced
 
@@ -70,15 +70,7 @@ class RoIHeads(nn.Module):
         for props, t in zip(proposals, targets, strict=True):
             gt = t["boxes"].to(props.dtype)
             props = torch.cat([props, gt])
-            if gt.numel() == 0:
-                labels = torch.zeros(props.shape[0], dtype=torch.int64, device=props.device)
-                matched = torch.zeros_like(props)
-            else:
-                matches = self.matcher(box_iou(gt, props))
-                labels = t["labels"][matches.clamp(min=0)].to(torch.int64)
-                labels[matches == NEGATIVE] = 0
-                labels[matches == IGNORE] = -1
-                matched = gt[matches.clamp(min=0)]
+            labels, matched = match_targets(self.matcher, gt, props, t["labels"])
             pos, neg = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
             # in index order, so that results do not depend on the sampling order
             keep = torch.cat([pos, neg]).sort().values

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
-from .matcher import IGNORE, NEGATIVE, Matcher
+from .matcher import Matcher, match_targets
 from .sampler import sample_balanced
 
 
@@ -141,16 +141,8 @@ class RPN(nn.Module):
         labels, reg_targets, pos_all, neg_all = [], [], [], []
         num_anchors = anchors.shape[0]
         for i, t in enumerate(targets):
-            gt = t["boxes"]
-            if gt.numel() == 0:
-                label = torch.zeros(num_anchors, device=anchors.device)
-                matched = torch.zeros_like(anchors)
-            else:
-                matches = self.matcher(box_iou(gt, anchors))
-                matched = gt[matches.clamp(min=0)]
-                label = (matches >= 0).to(torch.float32)
-                label[matches == NEGATIVE] = 0.0
-                label[matches == IGNORE] = -1.0
+            label, matched = match_targets(self.matcher, t["boxes"], anchors)
+            label = label.to(torch.float32)
             pos, neg = sample_balanced(label, self.batch_size_per_image, self.positive_fraction)
             pos_all.append(pos + i * num_anchors)
             neg_all.append(neg + i * num_anchors)
