@@ -79,7 +79,6 @@ class BasicBlock(nn.Module):
         *,
         shortcut: str = "B",
         norm: str = "BN",
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         out_channels = channels * self.expansion
@@ -165,19 +164,23 @@ def make_stage(
     norm: str = "BN",
     stride_in_1x1: bool = False,
 ) -> nn.Sequential:
-    """One ResNet stage: `num_blocks` blocks, the first one with `stride`."""
+    """One ResNet stage: `num_blocks` blocks ("basic" or "bottleneck"), the first with `stride`.
+
+    `stride_in_1x1` applies to bottleneck blocks; basic blocks have no 1x1 convolution, and
+    asking for it with them is an error.
+    """
+    if block == "basic" and stride_in_1x1:
+        raise ValueError(
+            "stride_in_1x1=True moves a bottleneck's stride to its first 1x1 convolution; basic "
+            "blocks (ResNet-18/34) have none: leave stride_in_1x1 false"
+        )
     cls = BasicBlock if block == "basic" else Bottleneck
+    options = {"stride_in_1x1": stride_in_1x1} if cls is Bottleneck else {}
     blocks = []
     for i in range(num_blocks):
+        block_stride = stride if i == 0 else 1
         blocks.append(
-            cls(
-                in_channels,
-                channels,
-                stride if i == 0 else 1,
-                shortcut=shortcut,
-                norm=norm,
-                stride_in_1x1=stride_in_1x1,
-            )
+            cls(in_channels, channels, block_stride, shortcut=shortcut, norm=norm, **options)
         )
         in_channels = channels * cls.expansion
     return nn.Sequential(*blocks)

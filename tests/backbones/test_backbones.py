@@ -128,6 +128,12 @@ def test_stride_in_1x1():
     assert net(torch.randn(1, 3, 64, 64))["res5"].shape == (1, 2048, 2, 2)
 
 
+@pytest.mark.parametrize("build", [build_backbone, build_classifier])
+def test_stride_in_1x1_is_refused_for_basic_blocks(build):
+    with pytest.raises(ValueError, match="basic blocks .* have none"):
+        build("resnet18", stride_in_1x1=True)
+
+
 def test_frozen_bn_equals_bn_eval_and_torchvision():
     bn = nn.BatchNorm2d(8)
     bn.running_mean.uniform_(-1, 1)
