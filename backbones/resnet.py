@@ -66,8 +66,39 @@ def make_shortcut(
     return None
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions (ResNet-18/34)."""
+class ResidualBlock(nn.Module):
+    """What BasicBlock and Bottleneck share: the ReLU, the shortcut branch and the residual sum.
+
+    A subclass builds its convolutions and norms, then calls `_add_shortcut` (so that the
+    shortcut's parameters come after them, as in torchvision), and ends its forward with
+    `_merge`.
+    """
+
+    def _add_shortcut(
+        self, shortcut: str, in_channels: int, out_channels: int, stride: int, norm: str
+    ) -> None:
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_shortcut(shortcut, in_channels, out_channels, stride, norm)
+        self.residual = shortcut != "none"
+        self.out_channels = out_channels
+
+    def _merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(residual branch `out` + shortcut of the block input `x`); plain nets: ReLU(out)."""
+        if self.residual:
+            out += x if self.downsample is None else self.downsample(x)  # in place: one pass less
+        return self.relu(out)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convolutions (ResNet-18/34); the first one carries the stride.
+
+    Args:
+        in_channels: channels of the input [N, in_channels, H, W].
+        channels: channels of both convolutions and of the output [N, channels, H/s, W/s].
+        stride: s, the spatial subsampling of the block.
+        shortcut: "A", "B", "C" or "none" (see make_shortcut).
+        norm: "BN", "FrozenBN" or "GN".
+    """
 
     expansion = 1
 
@@ -86,21 +117,26 @@ class BasicBlock(nn.Module):
         self.bn1 = make_norm(norm, channels)
         self.conv2 = nn.Conv2d(channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = make_norm(norm, out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(shortcut, in_channels, out_channels, stride, norm)
-        self.residual = shortcut != "none"
-        self.out_channels = out_channels
+        self._add_shortcut(shortcut, in_channels, out_channels, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out += x if self.downsample is None else self.downsample(x)  # in place: one pass less
-        return self.relu(out)
+        return self._merge(out, x)
 
 
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152)."""
+class Bottleneck(ResidualBlock):
+    """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152).
+
+    Args:
+        in_channels: channels of the input [N, in_channels, H, W].
+        channels: width of the 1x1 reduce and the 3x3; the output [N, 4 * channels, H/s, W/s].
+        stride: s, the spatial subsampling of the block.
+        shortcut: "A", "B", "C" or "none" (see make_shortcut).
+        norm: "BN", "FrozenBN" or "GN".
+        stride_in_1x1: the stride on the first 1x1 (MSRA/Caffe models) instead of the 3x3
+            (torchvision).
+    """
 
     expansion = 4
 
@@ -124,18 +160,13 @@ class Bottleneck(nn.Module):
         self.bn2 = make_norm(norm, channels)
         self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
         self.bn3 = make_norm(norm, out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(shortcut, in_channels, out_channels, stride, norm)
-        self.residual = shortcut != "none"
-        self.out_channels = out_channels
+        self._add_shortcut(shortcut, in_channels, out_channels, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.residual:
-            out += x if self.downsample is None else self.downsample(x)  # in place: one pass less
-        return self.relu(out)
+        return self._merge(out, x)
 
 
 class Stem(nn.Module):
