@@ -92,6 +92,33 @@ def _freeze_stages(backbone: nn.Module, freeze_at: int) -> None:
             backbone.features[i] = freeze(backbone.features[i])
 
 
+def _construct(
+    name: str,
+    resnet_cls: type[nn.Module],
+    vgg_cls: type[nn.Module],
+    *,
+    shortcut: str,
+    norm: str,
+    stride_in_1x1: bool,
+    zero_init_residual: bool,
+    **common,
+) -> nn.Module:
+    """`resnet_cls` for a ResNet name, else `vgg_cls`, built with the options that apply to it.
+
+    VGG-16 has no shortcuts and no 1x1 convolutions: it takes only `norm` and `common`.
+    """
+    if name in RESNET_SPECS:
+        return resnet_cls(
+            name,
+            shortcut=shortcut,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            zero_init_residual=zero_init_residual,
+            **common,
+        )
+    return vgg_cls(name, norm=norm, **common)
+
+
 def build_backbone(
     name: str,
     *,
@@ -110,17 +137,16 @@ def build_backbone(
     residual branch at zero (ResNets with trainable norms; for training from scratch).
     """
     _check_options(name, out_features, shortcut, freeze_at, norm, stride_in_1x1, zero_init_residual)
-    if name in RESNET_SPECS:
-        backbone: nn.Module = ResNet(
-            name,
-            out_features=out_features,
-            shortcut=shortcut,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-            zero_init_residual=zero_init_residual,
-        )
-    else:
-        backbone = VGG(name, out_features=out_features, norm=norm)
+    backbone = _construct(
+        name,
+        ResNet,
+        VGG,
+        out_features=out_features,
+        shortcut=shortcut,
+        norm=norm,
+        stride_in_1x1=stride_in_1x1,
+        zero_init_residual=zero_init_residual,
+    )
     _freeze_stages(backbone, freeze_at)
     return backbone
 
@@ -137,16 +163,15 @@ def build_classifier(
 ) -> nn.Module:
     """The ImageNet classifier of `name` (backbone, pooling, fc layers) for checks and transfer."""
     _check_options(name, None, shortcut, freeze_at, norm, stride_in_1x1, zero_init_residual)
-    if name in RESNET_SPECS:
-        model: nn.Module = ResNetClassifier(
-            name,
-            num_classes,
-            shortcut=shortcut,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-            zero_init_residual=zero_init_residual,
-        )
-    else:
-        model = VGGClassifier(name, num_classes, norm=norm)
+    model = _construct(
+        name,
+        ResNetClassifier,
+        VGGClassifier,
+        num_classes=num_classes,
+        shortcut=shortcut,
+        norm=norm,
+        stride_in_1x1=stride_in_1x1,
+        zero_init_residual=zero_init_residual,
+    )
     _freeze_stages(model.backbone, freeze_at)
     return model
