@@ -14,7 +14,7 @@ from torchvision.ops import roi_align, roi_pool
 
 # torchvision's CPU RoI kernels run on one thread. At inference the RoIs are split over
 # torch.get_num_threads() Python threads (the kernels release the GIL): each RoI is pooled by
-# the same code, so the output is bit-identical, and about 2x faster on 2 cores.
+# the same code, so the output is bit-identical, and the pooling uses every core.
 PARALLEL_MIN_ROIS = 64
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
