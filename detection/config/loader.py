@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..utils.io import write_text
 from .datasets import DATASETS, is_resolvable
 from .schema import Config
 
@@ -358,8 +359,7 @@ def dump(cfg: Config, path: str | os.PathLike | None = None) -> str:
     """The config as YAML text; also written to `path` when given."""
     text = yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, width=100)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+        write_text(path, text)
     return text
 
 

@@ -253,6 +253,11 @@ def _match_annotations(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image row, category row, valid) of every annotation. An unknown image or category id
     is an error unless `skip`; annotations of bad image entries are not valid either."""
+    if len(images.ids) == 0 and len(anns.ids) > 0:
+        raise ValueError(
+            f"{path}: {len(anns.ids)} annotations but no entries in 'images'; the file holds "
+            "no usable image"
+        )
     img_order = np.argsort(images.ids, kind="stable")
     img_index, img_found = _lookup(images.ids[img_order], img_order, anns.image_ids)
     cat_index, cat_found = _lookup(cat_ids, np.arange(len(cat_ids)), anns.category_ids)

@@ -201,3 +201,17 @@ def test_file_names_escaping_the_image_folder_are_refused(tmp_path, name):
         COCODataset(path, tmp_path, train=False)
     with pytest.raises(ValueError, match="leaves the image folder"):
         COCODataset(path, tmp_path, train=True, skip_bad_images=True)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_annotations_without_any_image_entry_are_an_error(tmp_path, skip):
+    """Skipping cannot help a file whose 'images' is empty: a clear error, not an IndexError."""
+    from detection.data.coco_index import load_coco_index
+
+    path = tmp_path / "no_images.json"
+    ann = {"id": 1, "image_id": 5, "category_id": 1, "bbox": [0, 0, 5, 5]}
+    path.write_text(
+        json.dumps({"images": [], "annotations": [ann], "categories": [{"id": 1, "name": "a"}]})
+    )
+    with pytest.raises(ValueError, match="1 annotations but no entries in 'images'"):
+        load_coco_index(path, train=True, filter_empty=True, skip_bad_images=skip)
