@@ -32,19 +32,15 @@ from typing import Any
 import yaml
 
 from ..config import Config, ConfigError, config_from_dict, load_config, to_dict
-from ..evaluation.compare import Entry, comparison_rows, format_csv, load_entry
+from ..evaluation.compare import METRIC_FIELDS, Entry, comparison_rows, load_entry
+from ..utils.io import write_text
+from ..utils.tables import csv_table, markdown_table
 
 SET_KEYS = ("name", "description", "members", "baseline", "overrides", "output_dir")
 MEMBER_KEYS = ("config", "name", "overrides")
 TABLE_FIELDS = (
     "member",
-    "model",
-    "map50",
-    "map",
-    "delta_map50",
-    "delta_map",
-    "rel_map50_pct",
-    "rel_map_pct",
+    *METRIC_FIELDS,
     "params",
     "final_loss",
     "iterations",
@@ -340,8 +336,7 @@ def format_ablation_markdown(rows: Sequence[dict[str, Any]], title: str = "") ->
         "params (M)",
         "final loss",
     ]
-    lines = [f"**{title}**", ""] if title else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    cells = []
     for row in rows:
         if row["baseline"]:
             changes = ["baseline", "baseline"]
@@ -349,10 +344,12 @@ def format_ablation_markdown(rows: Sequence[dict[str, Any]], title: str = "") ->
             changes = [_num(row["delta_map50"], signed=True), _num(row["delta_map"], signed=True)]
         params = None if row["params"] is None else row["params"] / 1e6
         loss = _num(row["final_loss"], ".3f") if row["status"] == "ok" else row["status"]
-        cells = [row["member"], row["model"], _num(row["map50"]), _num(row["map"]), *changes]
-        cells += [_num(params, ".2f"), loss]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+        cells.append(
+            [row["member"], row["model"], _num(row["map50"]), _num(row["map"]), *changes]
+            + [_num(params, ".2f"), loss]
+        )
+    lines = [f"**{title}**", ""] if title else []
+    lines += [markdown_table(header, cells), ""]
     lines.append(
         "Δ: points against the baseline member. final loss: mean total training loss over the "
         "last solver.log_period iterations. params: all detector parameters."
@@ -362,14 +359,10 @@ def format_ablation_markdown(rows: Sequence[dict[str, Any]], title: str = "") ->
 
 def format_ablation_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The table as CSV (floats rounded to 4 decimals, empty where not available)."""
-    return format_csv(rows, TABLE_FIELDS)
+    return csv_table(rows, TABLE_FIELDS)
 
 
 def write_tables(rows: Sequence[dict[str, Any]], output_dir: Path, title: str) -> list[Path]:
-    """<output_dir>/ablation.md and ablation.csv."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    md = output_dir / "ablation.md"
-    md.write_text(format_ablation_markdown(rows, title) + "\n")
-    csv_path = output_dir / "ablation.csv"
-    csv_path.write_text(format_ablation_csv(rows))
-    return [md, csv_path]
+    """<output_dir>/ablation.md and ablation.csv; returns their paths."""
+    md = write_text(output_dir / "ablation.md", format_ablation_markdown(rows, title) + "\n")
+    return [md, write_text(output_dir / "ablation.csv", format_ablation_csv(rows))]

@@ -40,7 +40,7 @@ from torch import nn
 from backbones import build_backbone, load_pretrained
 from backbones.resnet import RESNET_SPECS, ResNet
 
-from ..evaluation.compare import save_figure
+from ..utils.figures import save_figure
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,9 +72,11 @@ class AnalysisModel:
     module: nn.Module | None = None  # the network the stages belong to
 
     def layers(self) -> list[ResponseLayer]:
+        """The 3x3 layers of the stages, in network order."""
         return response_layers(self.stages)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Run a 1x3xHxW input through the stages; returns the last stage's output."""
         x = image
         for _, stage in self.stages:
             x = stage(x)
@@ -90,6 +92,7 @@ class RunningMoments:
         self.m2 = 0.0
 
     def update(self, x: torch.Tensor) -> None:
+        """Merge every element of `x` into the moments."""
         x = x.detach().to(torch.float64)
         n = x.numel()
         if n == 0:
@@ -104,6 +107,7 @@ class RunningMoments:
 
     @property
     def std(self) -> float:
+        """Population standard deviation (ddof 0) of everything seen; NaN before any update."""
         return math.sqrt(self.m2 / self.count) if self.count else float("nan")
 
 
@@ -124,6 +128,8 @@ class LayerResponse:
 
 @dataclass
 class ModelResponses:
+    """The responses of every 3x3 layer of one model, and what was measured (`note`)."""
+
     label: str
     layers: list[LayerResponse] = field(default_factory=list)
     note: str = ""
@@ -331,12 +337,9 @@ def measure_responses(
     if count == 0:
         raise ValueError("no images to analyse")
     result = ModelResponses(model.label, note=f"{model.note}; {count} images")
-    for i, (layer, m) in enumerate(zip(layers, moments, strict=True)):
-        result.layers.append(
-            LayerResponse(
-                model.label, i + 1, layer.name, layer.stage, layer.channels, m.std, m.mean, m.count
-            )
-        )
+    for i, (layer, m) in enumerate(zip(layers, moments, strict=True), 1):
+        stats = (layer.name, layer.stage, layer.channels, m.std, m.mean, m.count)
+        result.layers.append(LayerResponse(model.label, i, *stats))
     order = sorted(result.layers, key=lambda r: -r.std)
     for rank, r in enumerate(order, 1):
         r.rank = rank

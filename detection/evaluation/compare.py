@@ -3,8 +3,6 @@ and the absolute and relative change against a baseline (the paper's: VGG-16).""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -13,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# He et al. 2016, Faster R-CNN on COCO val (not measured here; see REFERENCES)
+from ..utils.figures import save_figure
+from ..utils.tables import csv_table, markdown_table
+
+# He et al. 2016 (Deep Residual Learning for Image Recognition), Table 8: Faster R-CNN on COCO
+# val, quoted from the paper (not measured here)
 PAPER_SOURCE = "paper (COCO val), literature"
 PAPER_ROWS = (("VGG-16", 41.5, 21.2), ("ResNet-101", 48.4, 27.2))
 
@@ -89,6 +91,7 @@ def load_entry(path: str | os.PathLike) -> Entry:
 
 
 def paper_entries() -> list[Entry]:
+    """The paper's own rows (VGG-16 and ResNet-101), marked as literature."""
     return [Entry(name, ap50, ap, PAPER_SOURCE, paper=True) for name, ap50, ap in PAPER_ROWS]
 
 
@@ -154,7 +157,7 @@ def format_markdown(rows: Sequence[dict]) -> str:
         "rel. Δ mAP@[.5,.95]",
         "source",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    cells = []
     for row in rows:
         changes = (
             ["baseline"] * 4
@@ -166,8 +169,8 @@ def format_markdown(rows: Sequence[dict]) -> str:
                 _num(row["rel_map_pct"], True, "%"),
             ]
         )
-        cells = [row["model"], _num(row["map50"]), _num(row["map"]), *changes, row["source"]]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells.append([row["model"], _num(row["map50"]), _num(row["map"]), *changes, row["source"]])
+    lines = [markdown_table(header, cells)]
     if any(row["paper"] for row in rows):
         lines.append("")
         lines.append(
@@ -177,7 +180,8 @@ def format_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-CSV_FIELDS = (
+# the columns that a comparison row and an ablation row share, in table order
+METRIC_FIELDS = (
     "model",
     "map50",
     "map",
@@ -185,38 +189,13 @@ CSV_FIELDS = (
     "delta_map",
     "rel_map50_pct",
     "rel_map_pct",
-    "baseline",
-    "paper",
-    "source",
 )
+CSV_FIELDS = (*METRIC_FIELDS, "baseline", "paper", "source")
 
 
 def format_csv(rows: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str:
     """The table as CSV (numbers rounded to 4 decimals, empty where not available)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {
-                k: (round(v, 4) if isinstance(v, float) else "" if v is None else v)
-                for k, v in row.items()
-                if k in fields
-            }
-        )
-    return out.getvalue()
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return csv_table(rows, fields)
 
 
 def plot_comparison(rows: Sequence[dict], path: str | os.PathLike) -> Path:
