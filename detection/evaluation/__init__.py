@@ -4,6 +4,8 @@ Metrics are in percent; a metric is None (null in JSON) where COCOeval has no gr
 average over (an empty area range, or a category without boxes in the evaluated images).
 """
 
+# write_json stays importable from here, where it lived before detection.utils
+from ..utils.io import write_json
 from .coco import coco_evaluate, detections_to_coco, format_table, load_coco
 from .compare import (
     comparison_rows,
@@ -21,7 +23,6 @@ from .evaluator import (
     load_checkpoint_model,
     run_evaluation,
     training_evaluator,
-    write_json,
 )
 from .inference import infer_shard, inference_on_dataset, merge_by_image
 from .predict import list_images, predict_images

@@ -9,12 +9,10 @@ where COCOeval has no ground truth to average over (see detection.evaluation.coc
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,11 +20,12 @@ import torch
 from torch import nn
 
 from ..config import Config, to_dict
-from ..engine.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
 from ..modeling.build import load_model
 from ..modeling.fast import inference_options, prepare_for_inference
+from ..utils.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
+from ..utils.io import write_json
 from .coco import coco_evaluate
-from .inference import infer_shard, merge_by_image, unwrap
+from .inference import infer_shard, merge_by_image, sorted_results, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +33,6 @@ logger = logging.getLogger(__name__)
 def default_output_dir(cfg: Config) -> Path:
     """Where tools/evaluate.py writes without --output-dir: <cfg.output_dir>/eval."""
     return Path(cfg.output_dir) / "eval"
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as JSON through a temporary file, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_checkpoint_model(
@@ -85,6 +69,63 @@ def check_classes(model: nn.Module, cfg: Config, dataset) -> None:
         )
 
 
+def _evaluate_merged(
+    merged: Mapping[int, list[dict[str, Any]]],
+    results: list[dict[str, Any]],
+    cfg: Config,
+    dataset,
+    summary: TextIO | None,
+) -> dict[str, Any]:
+    """COCO metrics of the gathered `results` (`merged` by image), on the images they cover."""
+    labels = sorted(dataset.label_to_category_id)
+    bbox = coco_evaluate(
+        dataset.annotations_path,
+        results,
+        class_names=[dataset.class_names[label - 1] for label in labels],
+        category_ids=[dataset.label_to_category_id[label] for label in labels],
+        image_ids=list(merged),
+        summary=summary,
+        backend=cfg.test.evaluator,
+    )
+    total = getattr(dataset, "image_ids", None)
+    if total is not None and len(merged) < len(total):
+        logger.warning(
+            "evaluated %d of the %d test images (only those the loaders yielded)",
+            len(merged),
+            len(total),
+        )
+    return bbox
+
+
+def _metrics_record(
+    bbox: dict[str, Any],
+    cfg: Config,
+    dataset,
+    num_images: int,
+    parts: Sequence[tuple[Any, int, float]],
+    checkpoint: str | os.PathLike | None,
+) -> dict[str, Any]:
+    """The content of metrics.json; `parts` are the processes' (results, images, seconds)."""
+    wall = max(p[2] for p in parts)
+    spec = cfg.data.test
+    return {
+        "bbox": bbox,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "config": to_dict(cfg),
+        "dataset": {
+            "name": spec.name,
+            "annotations": str(dataset.annotations_path),
+            "images": str(getattr(dataset, "images_dir", spec.images)),
+        },
+        "num_images": num_images,
+        "inference": {
+            "processes": len(parts),
+            "seconds": wall,
+            "images_per_second": sum(p[1] for p in parts) / wall if wall > 0 else None,
+        },
+    }
+
+
 def run_evaluation(
     model: nn.Module,
     cfg: Config,
@@ -105,57 +146,21 @@ def run_evaluation(
     detection.data.COCODataset has them). Only the images the loaders yielded are evaluated.
     """
     check_classes(model, cfg, dataset)
-    rank = get_rank()
     start = time.perf_counter()
     per_image = infer_shard(
         model,
         loader,
         label_to_category_id=dataset.label_to_category_id,
         device=device,
-        progress=progress and rank == 0,
+        progress=progress and get_rank() == 0,
     )
-    seconds = time.perf_counter() - start
-    parts = gather_to_main((per_image, len(per_image), seconds))
-
+    parts = gather_to_main((per_image, len(per_image), time.perf_counter() - start))
     record = None
     if parts is not None:
         merged = merge_by_image(p[0] for p in parts)
-        results = [r for image_id in sorted(merged) for r in merged[image_id]]
-        labels = sorted(dataset.label_to_category_id)
-        bbox = coco_evaluate(
-            dataset.annotations_path,
-            results,
-            class_names=[dataset.class_names[label - 1] for label in labels],
-            category_ids=[dataset.label_to_category_id[label] for label in labels],
-            image_ids=list(merged),
-            summary=summary,
-            backend=cfg.test.evaluator,
-        )
-        total = getattr(dataset, "image_ids", None)
-        if total is not None and len(merged) < len(total):
-            logger.warning(
-                "evaluated %d of the %d test images (only those the loaders yielded)",
-                len(merged),
-                len(total),
-            )
-        wall = max(p[2] for p in parts)
-        spec = cfg.data.test
-        record = {
-            "bbox": bbox,
-            "checkpoint": str(checkpoint) if checkpoint is not None else None,
-            "config": to_dict(cfg),
-            "dataset": {
-                "name": spec.name,
-                "annotations": str(dataset.annotations_path),
-                "images": str(getattr(dataset, "images_dir", spec.images)),
-            },
-            "num_images": len(merged),
-            "inference": {
-                "processes": len(parts),
-                "seconds": wall,
-                "images_per_second": sum(p[1] for p in parts) / wall if wall > 0 else None,
-            },
-        }
+        results = sorted_results(merged)
+        bbox = _evaluate_merged(merged, results, cfg, dataset, summary)
+        record = _metrics_record(bbox, cfg, dataset, len(merged), parts, checkpoint)
         if output_dir is not None:
             out = Path(output_dir)
             write_json(out / "detections.json", results)
@@ -214,13 +219,28 @@ def evaluate_checkpoint(
     *,
     config: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
-    output_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | Callable[[Config], str | os.PathLike] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     summary: TextIO | None = None,
+    show_config: Callable[[Config], None] | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint (see load_checkpoint_model) and evaluate it on its config's test set."""
+    """Load a checkpoint (see load_checkpoint_model) and evaluate it on its config's test set.
+
+    Args:
+        config, overrides: the config to evaluate with, as load_checkpoint_model takes them.
+        output_dir: where metrics.json and detections.json go: a folder, a function of the
+            resolved config that names one (e.g. default_output_dir), or None to write nothing.
+        show_config: called with the resolved config before inference starts (tools print it).
+
+    Returns:
+        The metrics record (the content of metrics.json), on every rank.
+    """
     model, cfg = load_checkpoint_model(checkpoint, config, overrides, device=device)
+    if show_config is not None:
+        show_config(cfg)
+    if callable(output_dir):
+        output_dir = output_dir(cfg)
     return evaluate_model(
         model,
         cfg,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import worker_error
-from ..engine.distributed import gather_to_main, get_rank
+from ..utils.distributed import gather_to_main, get_rank
 from .coco import detections_to_coco
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,26 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """`device`, or, when None, the device of the model's first parameter (CPU without any)."""
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode under torch.inference_mode; its train/eval mode comes back after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def _num_images(loader: Iterable) -> int | None:
     """Images the loader yields, when that is known without iterating (for the progress bar)."""
     if isinstance(loader, torch.utils.data.DataLoader):
@@ -38,6 +59,30 @@ def _num_images(loader: Iterable) -> int | None:
     if isinstance(loader, list | tuple):
         return sum(len(images) for images, _ in loader)
     return None
+
+
+def _image_ids(images: Sequence, targets: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The COCO image ids of a batch's targets, checked to be one per image."""
+    if len(images) != len(targets):
+        raise ValueError(f"a batch has {len(images)} images but {len(targets)} targets")
+    ids = []
+    for t in targets:
+        if "image_id" not in t:
+            raise ValueError(
+                "evaluation needs targets with 'image_id' (the COCO image id); "
+                f"got keys {sorted(t)}"
+            )
+        ids.append(int(t["image_id"]))
+    return ids
+
+
+def _log_speed(count: int, seconds: float) -> None:
+    logger.info(
+        "inference: %d images in %.1f s (%.2f images/s)",
+        count,
+        seconds,
+        count / seconds if seconds > 0 else float("inf"),
+    )
 
 
 def infer_shard(
@@ -52,15 +97,11 @@ def infer_shard(
 
     `loader` yields (list of CHW float images in original size, list of targets with
     "image_id"); the model's boxes are already in original image pixels. The model runs in eval
-    mode under torch.inference_mode and gets its train/eval mode back afterwards.
+    mode under torch.inference_mode and gets its train/eval mode back afterwards. `device`
+    defaults to the model's.
     """
     module = unwrap(model)
-    if device is None:
-        param = next(module.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    was_training = module.training
-    module.eval()
+    device = model_device(module, device)
     per_image: dict[int, list[dict[str, Any]]] = {}
     bar = tqdm(
         total=_num_images(loader),
@@ -73,18 +114,9 @@ def infer_shard(
     start = time.perf_counter()
     count = 0
     try:
-        with torch.inference_mode():
+        with eval_mode(module):
             for images, targets in loader:
-                if len(images) != len(targets):
-                    raise ValueError(f"a batch has {len(images)} images but {len(targets)} targets")
-                ids = []
-                for t in targets:
-                    if "image_id" not in t:
-                        raise ValueError(
-                            "evaluation needs targets with 'image_id' (the COCO image id); "
-                            f"got keys {sorted(t)}"
-                        )
-                    ids.append(int(t["image_id"]))
+                ids = _image_ids(images, targets)
                 outputs = module([img.to(device, non_blocking=True) for img in images])
                 for image_id, output in zip(ids, outputs, strict=True):
                     # an image seen twice (e.g. a padded sampler) keeps its first detections
@@ -101,14 +133,7 @@ def infer_shard(
         raise clean from None
     finally:
         bar.close()
-        module.train(was_training)
-    seconds = time.perf_counter() - start
-    logger.info(
-        "inference: %d images in %.1f s (%.2f images/s)",
-        count,
-        seconds,
-        count / seconds if seconds > 0 else float("inf"),
-    )
+    _log_speed(count, time.perf_counter() - start)
     return per_image
 
 
@@ -124,25 +149,18 @@ def merge_by_image(
     return merged
 
 
-def inference_on_dataset(
-    model: nn.Module,
-    loader: Iterable[tuple[list[torch.Tensor], list[Mapping[str, Any]]]],
-    *,
-    label_to_category_id: Mapping[int, int],
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """COCO results of every image over all processes, sorted by image id; under
-    torch.distributed each rank infers its own loader and rank 0 gets all (the others get [])."""
-    per_image = infer_shard(
-        model,
-        loader,
-        label_to_category_id=label_to_category_id,
-        device=device,
-        progress=progress and get_rank() == 0,
-    )
-    parts = gather_to_main(per_image)
-    if parts is None:
-        return []
-    merged = merge_by_image(parts)
+def sorted_results(merged: Mapping[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The COCO results of merge_by_image's dict in one list, by image id."""
     return [r for image_id in sorted(merged) for r in merged[image_id]]
+
+
+def inference_on_dataset(
+    model: nn.Module, loader: Iterable, *, label_to_category_id: Mapping[int, int], **options: Any
+) -> list[dict[str, Any]]:
+    """COCO results of every image over all processes, sorted by image id: each rank infers its
+    own loader with infer_shard (`options`: its device and progress), and rank 0 gets all (the
+    others get []). Only rank 0 shows progress."""
+    options["progress"] = options.get("progress", True) and get_rank() == 0
+    per_image = infer_shard(model, loader, label_to_category_id=label_to_category_id, **options)
+    parts = gather_to_main(per_image)
+    return [] if parts is None else sorted_results(merge_by_image(parts))

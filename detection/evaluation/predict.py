@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .evaluator import write_json
-from .inference import unwrap
+from ..utils.io import write_json
+from .inference import eval_mode, model_device, unwrap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -42,6 +42,29 @@ def _output_stems(paths: Sequence[Path]) -> list[str]:
     return [p.stem if counts[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
 
 
+def _image_record(
+    path: Path, array: np.ndarray, det: dict[str, torch.Tensor], names: Sequence[str]
+) -> dict[str, Any]:
+    """The JSON record of one image's detections (tensors already filtered, on the CPU)."""
+    detections = [
+        {
+            "box": box,
+            "score": score,
+            "label": label,
+            "class": names[label - 1] if 1 <= label <= len(names) else None,
+        }
+        for box, score, label in zip(
+            det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True
+        )
+    ]
+    return {
+        "image": str(path),
+        "width": int(array.shape[1]),
+        "height": int(array.shape[0]),
+        "detections": detections,
+    }
+
+
 def predict_images(
     model: nn.Module,
     paths: Sequence[str | os.PathLike],
@@ -59,53 +82,30 @@ def predict_images(
     from ..data import draw_boxes, read_image  # data imports albumentations: lazily
 
     module = unwrap(model)
-    if device is None:
-        param = next(module.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+    device = model_device(module, device)
     names = list(getattr(module, "class_names", None) or [])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in paths]
-    was_training = module.training
-    module.eval()
     records = []
-    try:
-        with torch.inference_mode():
-            for path, stem in tqdm(
-                list(zip(paths, _output_stems(paths), strict=True)),
-                desc="inference",
-                unit="img",
-                disable=not progress,
-            ):
-                array = read_image(path)
-                image = torch.from_numpy(array).permute(2, 0, 1).float().div(255.0)
-                (det,) = module([image.to(device)])
-                keep = det["scores"] >= score_thresh
-                boxes = det["boxes"][keep].cpu()
-                scores = det["scores"][keep].cpu()
-                labels = det["labels"][keep].cpu()
-                detections = [
-                    {
-                        "box": box,
-                        "score": score,
-                        "label": label,
-                        "class": names[label - 1] if 1 <= label <= len(names) else None,
-                    }
-                    for box, score, label in zip(
-                        boxes.tolist(), scores.tolist(), labels.tolist(), strict=True
-                    )
-                ]
-                record = {
-                    "image": str(path),
-                    "width": int(array.shape[1]),
-                    "height": int(array.shape[0]),
-                    "detections": detections,
-                }
-                write_json(out / f"{stem}.json", record)
-                drawn = draw_boxes(np.ascontiguousarray(array), boxes, labels, names, scores)
-                drawn.save(out / f"{stem}.jpg", quality=92)
-                records.append(record)
-    finally:
-        module.train(was_training)
+    with eval_mode(module):
+        for path, stem in tqdm(
+            list(zip(paths, _output_stems(paths), strict=True)),
+            desc="inference",
+            unit="img",
+            disable=not progress,
+        ):
+            array = read_image(path)
+            image = torch.from_numpy(array).permute(2, 0, 1).float().div(255.0)
+            (det,) = module([image.to(device)])
+            keep = det["scores"] >= score_thresh
+            det = {k: det[k][keep].cpu() for k in ("boxes", "scores", "labels")}
+            record = _image_record(path, array, det, names)
+            write_json(out / f"{stem}.json", record)
+            drawn = draw_boxes(
+                np.ascontiguousarray(array), det["boxes"], det["labels"], names, det["scores"]
+            )
+            drawn.save(out / f"{stem}.jpg", quality=92)
+            records.append(record)
     write_json(out / "predictions.json", records)
     return records
