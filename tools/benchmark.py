@@ -24,7 +24,17 @@ import sys
 import torch
 
 from detection.config.cli import add_config_arguments, config_from_args, tool_parser
-from detection.engine.benchmark import PRECISIONS, benchmark, benchmark_data, benchmark_eval
+from detection.engine.benchmark import benchmark, benchmark_data
+from detection.evaluation.timing import benchmark_eval
+from detection.utils.precision import PRECISIONS
+
+
+def _same_detections(result: dict) -> str:
+    if "same_detections" not in result:
+        return ""
+    if result["same_detections"] is None:
+        return "; same detections: n/a (neither model detected anything)"
+    return f"; same detections: {result['same_detections']}"
 
 
 def _print_speed(args, result) -> None:
@@ -57,17 +67,13 @@ def _print_speed(args, result) -> None:
                 else ""
             )
             + f"; ours/torchvision speed {result['speed_ratio_ours_over_torchvision']:.2f}x"
-            + (
-                f"; same detections: {result['same_detections']}"
-                if "same_detections" in result
-                else ""
-            )
+            + _same_detections(result)
         )
     for name, table in result.get("profile", {}).items():
         print(f"\ntop operators, {name}:\n{table}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser():
     parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument(
@@ -96,53 +102,74 @@ def main(argv: list[str] | None = None) -> int:
         help="eval mode: a synthetic COCO-like ground truth of N images instead of the test set",
     )
     parser.add_argument("--json", help="also write the results to this file")
+    return parser
+
+
+def _print_data(result: dict) -> None:
+    print(
+        f"data: {result['images_per_s']:.1f} images/s ({result['dataset']}, "
+        f"{result['num_workers']} workers, batch {result['batch']}, "
+        f"{result['mean_megapixels_per_image']:.2f} MP/image after resizing)"
+    )
+
+
+def _print_eval(result: dict) -> None:
+    print(
+        f"eval: {result['num_images']} images, {result['num_detections']} detections "
+        f"({result['results']})"
+    )
+    for backend in ("pycocotools", "faster"):
+        if backend in result:
+            print(f"  {backend}: {result[backend]['median_s']:.2f} s")
+    if "same_metrics" in result:
+        print(
+            f"  faster-coco-eval {result['speedup_faster_over_pycocotools']:.1f}x "
+            f"quicker; same metrics: {result['same_metrics']}"
+        )
+
+
+def _run(args, cfg, say) -> dict:
+    """Measure what --mode names and print it; returns the result record."""
+    if args.mode == "data":
+        result = benchmark_data(cfg, iters=args.iters or 50, warmup=args.warmup, progress=say)
+        _print_data(result)
+        return result
+    if args.mode == "eval":
+        result = benchmark_eval(
+            cfg,
+            results=args.results,
+            synthetic_images=args.synthetic_images,
+            iters=args.iters or 3,
+            progress=say,
+        )
+        _print_eval(result)
+        return result
+    result = benchmark(
+        cfg,
+        mode=args.mode,
+        device=args.device,
+        precision=args.precision,
+        size=tuple(args.size),
+        batch=args.batch,
+        iters=args.iters or 10,
+        warmup=args.warmup,
+        vs_torchvision=args.vs_torchvision,
+        torchvision_precision=args.torchvision_precision,
+        profile=args.profile,
+        progress=say,
+    )
+    _print_speed(args, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark --mode names; returns the exit status."""
+    parser = _parser()
     args, cfg = config_from_args(parser, argv)
     cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
     say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        if args.mode == "data":
-            result = benchmark_data(cfg, iters=args.iters or 50, warmup=args.warmup, progress=say)
-            print(
-                f"data: {result['images_per_s']:.1f} images/s ({result['dataset']}, "
-                f"{result['num_workers']} workers, batch {result['batch']}, "
-                f"{result['mean_megapixels_per_image']:.2f} MP/image after resizing)"
-            )
-        elif args.mode == "eval":
-            result = benchmark_eval(
-                cfg,
-                results=args.results,
-                synthetic_images=args.synthetic_images,
-                iters=args.iters or 3,
-                progress=say,
-            )
-            print(
-                f"eval: {result['num_images']} images, {result['num_detections']} detections "
-                f"({result['results']})"
-            )
-            for backend in ("pycocotools", "faster"):
-                if backend in result:
-                    print(f"  {backend}: {result[backend]['median_s']:.2f} s")
-            if "same_metrics" in result:
-                print(
-                    f"  faster-coco-eval {result['speedup_faster_over_pycocotools']:.1f}x "
-                    f"quicker; same metrics: {result['same_metrics']}"
-                )
-        else:
-            result = benchmark(
-                cfg,
-                mode=args.mode,
-                device=args.device,
-                precision=args.precision,
-                size=tuple(args.size),
-                batch=args.batch,
-                iters=args.iters or 10,
-                warmup=args.warmup,
-                vs_torchvision=args.vs_torchvision,
-                torchvision_precision=args.torchvision_precision,
-                profile=args.profile,
-                progress=say,
-            )
-            _print_speed(args, result)
+        result = _run(args, cfg, say)
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.json:

@@ -1,0 +1,97 @@
+"""Measuring primitives of the benchmarks: synchronised wall times, per-module forward times,
+FLOPs, the matmul peak and torch.profiler's top operators."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..utils.precision import PRECISIONS
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: str, precision: str, n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of an n x n matmul in `precision`: this machine's practical peak."""
+    dtype = PRECISIONS[precision] or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def flops_per_image(model: nn.Module, images: list[torch.Tensor], targets=None) -> float:
+    """FLOPs of one forward (plus backward in training mode) per image, by FlopCounterMode."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(images, targets) if model.training else model(images)
+        if model.training:
+            sum(out.values()).backward()
+    if model.training:
+        model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(images)
+
+
+def wall_time(fn: Callable[[], Any], device: str) -> float:
+    """Seconds of one call of `fn`, with the device synchronised before and after."""
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+class StageTimer:
+    """Wall time of each call of a module (forward hooks, synchronised on CUDA)."""
+
+    def __init__(self, module: nn.Module, device: str) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._start = 0.0
+        self._handles = [
+            module.register_forward_pre_hook(self._pre),
+            module.register_forward_hook(self._post),
+        ]
+
+    def _pre(self, *_):
+        sync(self.device)
+        self._start = time.perf_counter()
+
+    def _post(self, *_):
+        sync(self.device)
+        self.times.append(time.perf_counter() - self._start)
+
+    def remove(self) -> None:
+        """Stop timing (remove the hooks); `times` stays."""
+        for h in self._handles:
+            h.remove()
+
+
+def profile_top_ops(fn: Callable[[], Any], rows: int = 15) -> str:
+    """torch.profiler's table of the operators that took the most time in one call of fn."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        fn()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows)
