@@ -58,8 +58,8 @@ class _ModelOption(argparse.Action):
         spec[self.dest] = value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = tool_parser(__doc__)
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backbone / --checkpoint, each starting a model, and the options of the last one."""
     parser.set_defaults(models=[])
     parser.add_argument(
         "--backbone",
@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         dest="label",
         help="name of the preceding model in the plot and CSV",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = tool_parser(__doc__)
+    _add_model_arguments(parser)
     parser.add_argument(
         "--images",
         required=True,
@@ -132,21 +137,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    if not args.models:
-        parser.error("give at least one --backbone or --checkpoint")
-    if args.num_images < 1 or args.size < 1:
-        parser.error("--num-images and --size must be positive")
+    return parser
 
-    from detection.analysis.responses import (
-        backbone_model,
-        checkpoint_model,
-        image_paths,
-        measure_responses,
-        plot_responses,
-        write_csv,
-        write_summary,
-    )
+
+def _model(spec: dict, seed: int):
+    """The AnalysisModel of one --backbone / --checkpoint spec."""
+    from detection.analysis.responses import backbone_model, checkpoint_model
+
+    if spec["kind"] == "backbone":
+        return backbone_model(
+            spec["backbone"],
+            shortcut=spec.get("shortcut", "B"),
+            norm=spec.get("norm", "BN"),
+            weights=spec.get("weights"),
+            seed=seed,
+            label=spec.get("label"),
+        )
+    return checkpoint_model(spec["checkpoint"], label=spec.get("label"))
+
+
+def _measure_all(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list:
+    """The responses of every model on the images; exit 2 on bad input."""
+    from detection.analysis.responses import image_paths, measure_responses
     from detection.config import ConfigError
     from detection.data import ImageReadError, read_image
 
@@ -155,17 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         labels: set[str] = set()
         for spec in args.models:
-            if spec["kind"] == "backbone":
-                model = backbone_model(
-                    spec["backbone"],
-                    shortcut=spec.get("shortcut", "B"),
-                    norm=spec.get("norm", "BN"),
-                    weights=spec.get("weights"),
-                    seed=args.seed,
-                    label=spec.get("label"),
-                )
-            else:
-                model = checkpoint_model(spec["checkpoint"], label=spec.get("label"))
+            model = _model(spec, args.seed)
             if model.label in labels:
                 parser.error(f"two models are labelled {model.label!r}: give one a --label")
             labels.add(model.label)
@@ -178,6 +180,20 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (ValueError, FileNotFoundError, ImageReadError, ConfigError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, plot and write the layer responses; returns the exit status."""
+    from detection.analysis.responses import plot_responses, write_csv, write_summary
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.models:
+        parser.error("give at least one --backbone or --checkpoint")
+    if args.num_images < 1 or args.size < 1:
+        parser.error("--num-images and --size must be positive")
+    results = _measure_all(parser, args)
     out = Path(args.output)
     written = [
         write_csv(results, out / "responses.csv"),

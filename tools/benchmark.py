@@ -11,7 +11,8 @@
 
 inference / train: weights are random (speed does not depend on them); inference runs the fast
 path that evaluation uses (test.fast_path=false for the plain one); with --vs-torchvision both
-models carry the same weights, run alternately, and the detections are compared. data: images/s
+models carry the same weights, run alternately, and the detections are compared (labels, boxes
+and scores; "n/a" when neither model detects anything, as random weights may). data: images/s
 of the training loader (decode, augment, collate) with data.num_workers. eval: seconds of a COCO
 evaluation of the test set with pycocotools and, where installed, faster-coco-eval.
 """

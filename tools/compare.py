@@ -12,9 +12,9 @@ VGG-16.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from detection.config.cli import tool_parser
 from detection.evaluation.compare import (
     comparison_rows,
     dataset_mismatch,
@@ -25,8 +25,8 @@ from detection.evaluation.compare import (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser():
+    parser = tool_parser(__doc__)
     parser.add_argument(
         "--baseline", required=True, metavar="RUN", help="the reference run (the paper: VGG-16)"
     )
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--plot", metavar="PNG", help="also draw a bar chart into this file")
     parser.add_argument("--paper", action="store_true", help="add the paper's COCO-val rows")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the comparison table (and draw the plot); returns the exit status."""
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         baseline = load_entry(args.baseline)

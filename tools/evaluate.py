@@ -18,9 +18,8 @@ import argparse
 import sys
 
 from detection.config import ConfigError
-from detection.config.cli import add_config_arguments, print_config
+from detection.config.cli import add_config_arguments, print_config, tool_parser
 from detection.data import build_dataset
-from detection.engine.distributed import cleanup, device_of, init_distributed
 from detection.evaluation import (
     check_classes,
     default_output_dir,
@@ -28,10 +27,11 @@ from detection.evaluation import (
     format_table,
     load_checkpoint_model,
 )
+from detection.utils.distributed import cleanup, device_of, init_distributed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = tool_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to test")
     add_config_arguments(parser, required=False)
     parser.add_argument(
@@ -40,31 +40,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str, rank: int):
+    """(model, config, test set), or exit 2 saying what is wrong with them; rank 0 prints the
+    config."""
+    try:
+        model, cfg = load_checkpoint_model(
+            args.checkpoint, args.config, args.overrides, device=device
+        )
+    except ConfigError as e:
+        parser.exit(2, f"{parser.prog}: config error: {e}\n")
+    except (FileNotFoundError, ValueError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    if rank == 0:
+        print_config(cfg)
+    try:
+        dataset = build_dataset(cfg, "test")
+        check_classes(model, cfg, dataset)
+    except (FileNotFoundError, ValueError) as e:
+        parser.exit(2, f"{parser.prog}: error: test set: {e}\n")
+    return model, cfg, dataset
+
+
+def _report(record: dict, world_size: int, output_dir) -> None:
+    print()
+    print(format_table(record["bbox"]))
+    speed = record["inference"]
+    print(
+        f"\n{record['num_images']} images, {speed['seconds']:.1f} s inference "
+        f"({world_size} process(es))"
+    )
+    print(f"wrote {output_dir}/metrics.json and {output_dir}/detections.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate the checkpoint; returns the exit status."""
+    parser = _parser()
     args = parser.parse_intermixed_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-
     try:
         info = init_distributed(args.device)
         rank, world_size, device = info.rank, info.world_size, device_of(info, args.device)
     except RuntimeError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     try:
-        try:
-            model, cfg = load_checkpoint_model(
-                args.checkpoint, args.config, args.overrides, device=device
-            )
-        except ConfigError as e:
-            parser.exit(2, f"{parser.prog}: config error: {e}\n")
-        except (FileNotFoundError, ValueError) as e:
-            parser.exit(2, f"{parser.prog}: error: {e}\n")
-        if rank == 0:
-            print_config(cfg)
-        try:
-            dataset = build_dataset(cfg, "test")
-            check_classes(model, cfg, dataset)
-        except (FileNotFoundError, ValueError) as e:
-            parser.exit(2, f"{parser.prog}: error: test set: {e}\n")
+        model, cfg, dataset = _load(parser, args, device, rank)
         output_dir = args.output_dir or default_output_dir(cfg)
         record = evaluate_model(
             model,
@@ -80,14 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             summary=sys.stdout if rank == 0 else None,
         )
         if rank == 0:
-            print()
-            print(format_table(record["bbox"]))
-            speed = record["inference"]
-            print(
-                f"\n{record['num_images']} images, {speed['seconds']:.1f} s inference "
-                f"({world_size} process(es))"
-            )
-            print(f"wrote {output_dir}/metrics.json and {output_dir}/detections.json")
+            _report(record, world_size, output_dir)
     finally:
         cleanup()
     return 0
