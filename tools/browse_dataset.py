@@ -17,6 +17,7 @@ from detection.data import browse_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write the drawn images; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "test"), default="train")

@@ -19,6 +19,7 @@ from detection.data.check import check_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check the datasets; returns 0 (clean), 1 (problems) or 2 (unusable)."""
     parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "test", "all"), default="all")

@@ -21,6 +21,7 @@ from detection.data.voc import convert_voc
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Convert and write the COCO json; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voc-root", required=True, help="folder holding the VOC subfolders")
     parser.add_argument("--output", required=True, help="COCO json to write")

@@ -22,6 +22,7 @@ from detection.modeling.convert import (
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Convert and write the checkpoint; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=["torchvision"], default="torchvision")
     parser.add_argument("--input", required=True, help="state dict of fasterrcnn_resnet50_fpn")

@@ -19,6 +19,8 @@ LOSSES = ("total_loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (or of that file); lines that are not JSON (a
+    killed run's torn last line) are skipped with a warning."""
     path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
@@ -32,6 +34,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def plot(records: list[dict], output: Path, title: str) -> None:
+    """The training losses (log scale) and, when the run evaluated, AP / AP50, into `output`."""
     train = [r for r in records if "total_loss" in r]
     evals = [r for r in records if "bbox/AP" in r]
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(12 if evals else 7, 4.5))
@@ -55,6 +58,7 @@ def plot(records: list[dict], output: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Plot a run's curves; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="output directory of a run (or a metrics.jsonl)")
     parser.add_argument("--output", type=Path, help="PNG to write (default RUN/curves.png)")

@@ -15,6 +15,7 @@ from detection.config.cli import add_config_arguments, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print (and save) the resolved config, or the field list; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser, required=False)
     parser.add_argument("--output-dir", help="also write <DIR>/config.yaml")

@@ -31,6 +31,7 @@ from detection.data import ImageReadError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the set and write its table; returns 1 when a member failed."""
     parser = tool_parser(__doc__)
     parser.add_argument("set", metavar="SET", help="ablation set file (YAML)")
     parser.add_argument(

@@ -7,8 +7,8 @@ detections). A metric is None (null in JSON) where COCOeval has nothing to avera
 no ground truth of that area range, or of that category, among the evaluated images.
 
 Two backends compute the same numbers: "pycocotools" (the reference) and "faster"
-(faster-coco-eval's C++ COCOeval, several times quicker on 5000-image evaluations; `pip install
-faster-coco-eval`), chosen with `test.evaluator`.
+(faster-coco-eval's C++ COCOeval, quicker on large evaluations: `tools/benchmark.py --mode eval`
+times both; `pip install faster-coco-eval`), chosen with `test.evaluator`.
 """
 
 from __future__ import annotations
