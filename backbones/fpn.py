@@ -40,6 +40,7 @@ class FPN(nn.Module):
             nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{p<k>: [N, out_channels, H / 2**k, W / 2**k]} for images `x` [N, 3, H, W]."""
         bottom_up = self.bottom_up(x)
         feats = [bottom_up[f] for f in self.in_features]
         last = self.lateral[-1](feats[-1])

@@ -34,6 +34,7 @@ class FrozenBatchNorm2d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, C, H, W] scaled and shifted per channel (same shape)."""
         w = self.weight.reshape(1, -1, 1, 1)
         b = self.bias.reshape(1, -1, 1, 1)
         rv = self.running_var.reshape(1, -1, 1, 1)
@@ -47,6 +48,7 @@ class FrozenBatchNorm2d(nn.Module):
 
     @classmethod
     def from_batchnorm(cls, bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+        """A frozen copy of `bn`'s statistics and affine parameters, on `bn`'s device."""
         frozen = cls(bn.num_features, bn.eps)
         if bn.affine:
             frozen.weight.copy_(bn.weight.detach())

@@ -38,6 +38,7 @@ class ZeroPadShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, in_channels, H, W] -> [N, out_channels, ceil(H / stride), ceil(W / stride)]."""
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         extra = self.out_channels - self.in_channels
@@ -120,6 +121,7 @@ class BasicBlock(ResidualBlock):
         self._add_shortcut(shortcut, in_channels, out_channels, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, in_channels, H, W] -> [N, channels, H / stride, W / stride]."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self._merge(out, x)
@@ -163,6 +165,7 @@ class Bottleneck(ResidualBlock):
         self._add_shortcut(shortcut, in_channels, out_channels, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, in_channels, H, W] -> [N, 4 * channels, H / stride, W / stride]."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -181,6 +184,7 @@ class Stem(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, 3, H, W] -> [N, out_channels, H / 4, W / 4]."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
 
@@ -290,6 +294,8 @@ class ResNet(nn.Module):
         init_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{stage: [N, out_channels[stage], H / strides[stage], W / strides[stage]]} for images
+        `x` [N, 3, H, W], for each stage of `out_features`."""
         outputs = {}
         for stage in self.stage_names:
             x = getattr(self, stage)(x)
@@ -309,6 +315,7 @@ class ResNetClassifier(nn.Module):
         self.fc = nn.Linear(self.backbone.out_channels["res5"], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits [N, num_classes] of images [N, 3, H, W]."""
         x = self.avgpool(self.backbone(x)["res5"])
         return self.fc(torch.flatten(x, 1))
 

@@ -74,6 +74,8 @@ class VGG(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{stage: [N, out_channels[stage], H / strides[stage], W / strides[stage]]} for images
+        `x` [N, 3, H, W], for each stage of `out_features`."""
         outputs = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -96,6 +98,7 @@ class VGGHead(nn.Module):
         self.out_features = 4096
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ...] (flattened to `in_features`) -> [N, 4096]."""
         x = self.dropout(self.relu(self.fc6(torch.flatten(x, 1))))
         return self.dropout(self.relu(self.fc7(x)))
 
@@ -115,5 +118,6 @@ class VGGClassifier(nn.Module):
         init_weights(self.fc8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits [N, num_classes] of images [N, 3, H, W]."""
         x = self.avgpool(self.pool5(self.backbone(x)["conv5"]))
         return self.fc8(self.head(x))

@@ -9,7 +9,11 @@ from torch import nn
 
 
 def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> torch.Tensor:
-    """Anchors [A, 4] centred at (0, 0), ratios outer and sizes inner, rounded to pixels."""
+    """Anchors [A, 4] centred at (0, 0), ratios outer and sizes inner, rounded to pixels.
+
+    A = len(sizes) * len(aspect_ratios); an anchor of size s and ratio r (height / width) has
+    width s / sqrt(r) and height s * sqrt(r) (area s**2), as torchvision's.
+    """
     scales = torch.as_tensor(sizes, dtype=torch.float32)
     ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
     h_ratios = torch.sqrt(ratios)
@@ -20,7 +24,16 @@ def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> torc
 
 
 class AnchorGenerator(nn.Module):
-    """Anchors for a list of feature maps; `sizes[i]` are the sizes of level i."""
+    """Anchors for a list of feature maps; `sizes[i]` are the sizes of level i.
+
+    Every location of level i gets len(sizes[i]) * len(aspect_ratios) anchors, centred on the
+    location's top-left pixel in the padded image (torchvision's AnchorGenerator, equal outputs).
+    Grids are cached per (feature sizes, padded size, device).
+
+    Args:
+        sizes: per level, the anchor sizes (square root of the area, pixels).
+        aspect_ratios: height / width ratios, the same on every level.
+    """
 
     def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float]) -> None:
         super().__init__()
@@ -31,12 +44,23 @@ class AnchorGenerator(nn.Module):
 
     @property
     def num_anchors_per_location(self) -> list[int]:
+        """Anchors A_l at each location of level l."""
         return [len(s) * len(self.aspect_ratios) for s in self.sizes]
 
     def forward(
         self, feature_maps: Sequence[torch.Tensor], padded_size: Sequence[int]
     ) -> list[torch.Tensor]:
-        """Anchors per level, [H*W*A, 4] in (y, x, anchor) order, in padded-image pixels."""
+        """The anchors of every level.
+
+        Args:
+            feature_maps: one [N, C, H_l, W_l] per level (only the shapes and device are used).
+            padded_size: (height, width) of the padded batch; its ratio to a level's grid is
+                that level's stride.
+
+        Returns:
+            per level, anchors [H_l * W_l * A_l, 4] (xyxy, float32, padded-image pixels) in
+            (y, x, anchor) order, the order of RPNHead's flattened outputs.
+        """
         if len(feature_maps) != len(self.cells):
             raise ValueError(
                 f"{len(self.cells)} anchor levels configured (model.anchors.sizes) but the "

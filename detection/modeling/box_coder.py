@@ -14,8 +14,13 @@ DEFAULT_CLAMP = math.log(1000.0 / 16)
 class BoxCoder:
     """Encode xyxy targets relative to xyxy references and decode deltas back.
 
-    The arithmetic follows torchvision's BoxCoder operation for operation (equal outputs on
-    equal inputs).
+    With reference centre (x, y) and size (w, h) and target (x', y', w', h'), the deltas are
+    (wx (x' - x) / w, wy (y' - y) / h, ww log(w' / w), wh log(h' / h)). The arithmetic follows
+    torchvision's BoxCoder operation for operation (equal outputs on equal inputs).
+
+    Args:
+        weights: (wx, wy, ww, wh), the scale of each delta.
+        clamp: the largest dw, dh (after dividing by the weights) that decode exponentiates.
     """
 
     def __init__(self, weights: Sequence[float], clamp: float = DEFAULT_CLAMP) -> None:
@@ -23,7 +28,7 @@ class BoxCoder:
         self.clamp = clamp
 
     def encode(self, targets: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-        """Deltas [N, 4] that turn `references` [N, 4] into `targets` [N, 4]."""
+        """Deltas [N, 4] that turn `references` [N, 4] into `targets` [N, 4] (both xyxy)."""
         wx, wy, ww, wh = torch.as_tensor(self.weights, dtype=targets.dtype, device=targets.device)
         ref_w = references[:, 2:3] - references[:, 0:1]
         ref_h = references[:, 3:4] - references[:, 1:2]
@@ -40,7 +45,10 @@ class BoxCoder:
         return torch.cat((dx, dy, dw, dh), dim=1)
 
     def decode(self, deltas: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-        """Boxes [N, K, 4] from deltas [N, K*4] (K boxes per reference) and references [N, 4]."""
+        """Boxes [N, K, 4] (xyxy) from deltas [N, K*4] (K per reference) and references [N, 4].
+
+        The boxes have the deltas' dtype; they are not clipped to any image.
+        """
         references = references.to(deltas.dtype)
         widths = references[:, 2] - references[:, 0]
         heights = references[:, 3] - references[:, 1]

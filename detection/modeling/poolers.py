@@ -36,7 +36,17 @@ def assign_levels(
     canonical_size: int = 224,
     canonical_level: int = 4,
 ) -> torch.Tensor:
-    """FPN level of each box (eq. 1 of the FPN paper), as an index from min_level."""
+    """FPN level of each box (eq. 1 of the FPN paper), as an index from min_level.
+
+    Args:
+        boxes: [R, 4] (xyxy, input pixels).
+        min_level, max_level: the levels (log2 of the stride) the pooler has.
+        canonical_size, canonical_level: a box of `canonical_size` pixels (square root of the
+            area) maps to `canonical_level`; twice as large, one level up.
+
+    Returns:
+        [R] (int64), in 0..max_level - min_level.
+    """
     size = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     level = torch.floor(
         canonical_level + torch.log2(size / canonical_size) + torch.tensor(1e-6, dtype=size.dtype)
@@ -45,7 +55,19 @@ def assign_levels(
 
 
 class RoIPooler(nn.Module):
-    """Pool a fixed-size feature for each box from the level its size selects."""
+    """Pool a fixed-size feature for each box from the level its size selects.
+
+    With one feature map every box is pooled from it; with several (FPN) each box is pooled from
+    the level `assign_levels` gives it.
+
+    Args:
+        pooler_type: "roi_pool" (the paper's max pooling) or "roi_align".
+        resolution: S, the side of each pooled feature.
+        strides: stride of each feature map the forward gets, finest first (powers of two).
+        sampling_ratio: RoIAlign's sampling points per bin side (0: adaptive).
+        aligned: RoIAlign's half-pixel offset (False as torchvision's Faster R-CNN).
+        canonical_size, canonical_level: the level assignment's (see assign_levels).
+    """
 
     def __init__(
         self,
@@ -98,7 +120,16 @@ class RoIPooler(nn.Module):
     def forward(
         self, features: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor]
     ) -> torch.Tensor:
-        """Features [sum of boxes, C, R, R] for per-image boxes (xyxy, input pixels)."""
+        """Pooled features of every box.
+
+        Args:
+            features: one map [N, C, H_l, W_l] per stride, finest first.
+            boxes: per image, boxes [B_i, 4] (xyxy, input pixels).
+
+        Returns:
+            [B_0 + ... + B_{N-1}, C, S, S], image by image in box order; fp32 (or the features'
+            dtype where wider) also under autocast.
+        """
         if len(features) != len(self.scales):
             raise ValueError(f"pooler expects {len(self.scales)} levels, got {len(features)}")
         concat = torch.cat(list(boxes), dim=0)

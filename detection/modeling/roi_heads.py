@@ -16,6 +16,28 @@ from .sampler import sample_balanced
 
 
 class RoIHeads(nn.Module):
+    """The detector's second stage: a box head and a predictor on features pooled per region.
+
+    In training the proposals (plus the ground-truth boxes) are matched to the ground truth at
+    `iou_threshold` and `batch_size_per_image` of them sampled for the losses. In eval mode each
+    proposal gives one box per class (class-specific deltas); boxes with a score above
+    `score_thresh` go through per-class NMS and the `detections_per_image` best are kept.
+
+    Args:
+        pooler: pools a fixed-size feature [R, C, S, S] for each region.
+        box_head: [R, C, S, S] -> [R, D] (`box_head.out_features` = D).
+        predictor: [R, D] -> class logits [R, K + 1] (background first) and deltas [R, (K + 1) * 4].
+        batch_size_per_image: regions sampled per image in training.
+        positive_fraction: at most this fraction of the sampled regions is foreground.
+        iou_threshold: regions with at least this IoU with a ground truth are its class,
+            the others background.
+        box_reg_weights: (wx, wy, ww, wh) of the box coder.
+        smooth_l1_beta: beta of the box regression's smooth-L1 loss.
+        score_thresh: detections scoring at most this are dropped.
+        nms_thresh: IoU above which per-class NMS removes the lower scoring detection.
+        detections_per_image: detections kept per image.
+    """
+
     def __init__(
         self,
         pooler: RoIPooler,
@@ -51,6 +73,20 @@ class RoIHeads(nn.Module):
         image_sizes: Sequence[tuple[int, int]],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """Detections of every image in eval mode, the losses in training.
+
+        Args:
+            features: the maps the pooler reads, [N, C, H_l, W_l] each, finest first.
+            proposals: per image, boxes [P_i, 4] (xyxy, pixels of the batch), the RPN's.
+            image_sizes: (height, width) of each image inside the padded batch.
+            targets: per image, "boxes" [G, 4] (xyxy, float) and "labels" [G] (1..K); needed in
+                training.
+
+        Returns:
+            detections: per image, {"boxes" [D, 4] (xyxy, clipped to the image), "scores" [D],
+                "labels" [D] (int64, 1..K)}, best first; empty list in training.
+            losses: {"loss_cls", "loss_box"} scalars in training; empty in eval mode.
+        """
         if self.training:
             if targets is None:
                 raise ValueError("the model is in training mode: pass targets with the images")
@@ -86,6 +122,11 @@ class RoIHeads(nn.Module):
         labels: list[torch.Tensor],
         reg_targets: list[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
+        """Cross-entropy over the K + 1 classes and smooth-L1 on the true class's deltas.
+
+        logits [R, K + 1] and deltas [R, (K + 1) * 4] of the R regions sampled over all images;
+        per image, labels [R_i] and regression targets [R_i, 4].
+        """
         labels = torch.cat(labels)
         reg_targets = torch.cat(reg_targets)
         cls_loss = F.cross_entropy(logits, labels)

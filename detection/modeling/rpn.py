@@ -16,7 +16,12 @@ from .sampler import sample_balanced
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU shared over levels, then 1x1 objectness and 1x1 box deltas."""
+    """3x3 conv + ReLU shared over levels, then 1x1 objectness and 1x1 box deltas.
+
+    Args:
+        in_channels: channels C of every input feature map (and of the 3x3 conv's output).
+        num_anchors: anchors A per location.
+    """
 
     def __init__(self, in_channels: int, num_anchors: int) -> None:
         super().__init__()
@@ -28,6 +33,15 @@ class RPNHead(nn.Module):
             nn.init.constant_(layer.bias, 0)
 
     def forward(self, features: Sequence[torch.Tensor]) -> tuple[list, list]:
+        """Objectness logits and box deltas of every anchor.
+
+        Args:
+            features: one map [N, C, H_l, W_l] per level l.
+
+        Returns:
+            logits: one [N, A, H_l, W_l] per level.
+            deltas: one [N, A * 4, H_l, W_l] per level (dx, dy, dw, dh of each anchor in turn).
+        """
         logits, deltas = [], []
         for f in features:
             t = F.relu(self.conv(f), inplace=True)
@@ -43,7 +57,26 @@ def _flatten(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class RPN(nn.Module):
-    """Proposals from anchors: decode, clip, drop small, top-k (per level), NMS, top-k."""
+    """Region proposal network: scores every anchor and turns the best ones into proposals.
+
+    Proposals per image: the anchors' deltas decoded, the `pre_nms_topk` highest scoring anchors
+    of each level, clipped to the image, boxes smaller than `min_box_size` dropped, NMS per level
+    at `nms_thresh`, and the `post_nms_topk` best kept. In training the anchors are matched to the
+    ground truth at `iou_thresholds` and `batch_size_per_image` of them sampled for the losses.
+
+    Args:
+        anchor_generator: the anchors of every level; the same number per location on each.
+        in_channels: channels of the feature maps the RPN runs on.
+        pre_nms_topk: (train, test) anchors kept per level and image before NMS.
+        post_nms_topk: (train, test) proposals kept per image after NMS.
+        nms_thresh: IoU above which NMS removes the lower scoring proposal.
+        min_box_size: proposals with a side shorter than this (pixels) are dropped.
+        batch_size_per_image: anchors sampled per image for the losses.
+        positive_fraction: at most this fraction of the sampled anchors is positive.
+        iou_thresholds: (low, high): anchors below `low` IoU with every ground truth are
+            negatives, from `high` on positives (and each ground truth's best anchors too).
+        smooth_l1_beta: beta of the box regression's smooth-L1 loss.
+    """
 
     def __init__(
         self,
@@ -80,6 +113,20 @@ class RPN(nn.Module):
         padded_size: Sequence[int],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Proposals of every image, and the RPN's losses in training.
+
+        Args:
+            features: one map [N, C, H_l, W_l] per anchor level, of the padded batch.
+            image_sizes: (height, width) of each image inside the padded batch.
+            padded_size: (height, width) of the padded batch.
+            targets: per image, "boxes" [G, 4] (xyxy, float) of the ground truth; needed in
+                training.
+
+        Returns:
+            proposals: per image, boxes [P_i, 4] (xyxy, pixels of the batch, clipped to the
+                image), best first, P_i <= post_nms_topk.
+            losses: {"loss_rpn_cls", "loss_rpn_box"} scalars in training; empty in eval mode.
+        """
         logits, deltas = self.head(features)
         anchors_per_level = self.anchor_generator(features, padded_size)
         num_per_level = [a.shape[0] for a in anchors_per_level]
@@ -105,6 +152,10 @@ class RPN(nn.Module):
         image_sizes: Sequence[tuple[int, int]],
         num_per_level: list[int],
     ) -> list[torch.Tensor]:
+        """Per image: top-k per level, clip, drop small boxes, NMS per level, top-k.
+
+        proposals [N, R, 4] and objectness logits [N, R] over the R anchors of all levels.
+        """
         pre_k = self.pre_nms_topk[0 if self.training else 1]
         post_k = self.post_nms_topk[0 if self.training else 1]
         device = proposals.device
@@ -138,6 +189,10 @@ class RPN(nn.Module):
         deltas: torch.Tensor,
         targets: Sequence[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
+        """Objectness (binary cross-entropy) and smooth-L1 box losses over sampled anchors.
+
+        anchors [R, 4]; objectness logits [N, R]; deltas [N, R, 4].
+        """
         labels, reg_targets, pos_all, neg_all = [], [], [], []
         num_anchors = anchors.shape[0]
         for i, t in enumerate(targets):
