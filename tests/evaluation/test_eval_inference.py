@@ -112,11 +112,18 @@ def test_evaluate_model_for_the_training_loop(tiny_checkpoint, tiny_coco, tmp_pa
     assert model.training
     assert record["num_images"] == 3 and record["checkpoint"] is None
     assert not list(tmp_path.glob("**/metrics.json"))  # output_dir=None writes nothing
+    shown = []
     saved = evaluate_checkpoint(
-        tiny_checkpoint, overrides=overrides, output_dir=tmp_path / "out", progress=False
+        tiny_checkpoint,
+        overrides=overrides,
+        # a function of the resolved config names the output folder
+        output_dir=lambda resolved: tmp_path / f"out{resolved.data.num_workers}",
+        progress=False,
+        show_config=shown.append,
     )
+    assert [c.data.test.annotations for c in shown] == [str(ann)]
     assert saved["bbox"] == record["bbox"]
-    assert json.loads((tmp_path / "out/metrics.json").read_text())["checkpoint"] == str(
+    assert json.loads((tmp_path / "out0/metrics.json").read_text())["checkpoint"] == str(
         tiny_checkpoint
     )
     with pytest.raises(ValueError, match="world_size=2 but torch.distributed has 1 process"):
