@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import Config, to_dict
+from ..utils.io import atomic_write, write_text
 
 
 def model_checkpoint(
@@ -24,29 +24,11 @@ def model_checkpoint(
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+    """torch.save `obj` to `path` atomically and durably (fsync of the file and its folder).
 
     A crash at any moment leaves either the old file or the complete new one, never a torn one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # make the rename itself durable
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f), binary=True, durable=True)
 
 
 POINTER = "last_checkpoint"
@@ -90,12 +72,15 @@ class Checkpointer:
         self.keep = keep
 
     def save(self, name: str, payload: dict[str, Any], *, periodic: bool = True) -> Path:
+        """Write `payload` to <output_dir>/<name>, then point `last_checkpoint` at it.
+
+        periodic: a model_<iteration>.pth that counts towards `keep` (older ones are removed).
+        Raises CheckpointWriteError, saying what is left, when the disk refuses the write.
+        """
         self._remove_stale_temporaries()
         try:
             path = save_atomic(payload, self.dir / name)
-            pointer_tmp = self.dir / f".{POINTER}.tmp"
-            pointer_tmp.write_text(name + "\n")
-            os.replace(pointer_tmp, self.dir / POINTER)
+            write_text(self.dir / POINTER, name + "\n")
         except (OSError, RuntimeError) as e:
             # a full disk surfaces as OSError from open/write/fsync, or as a RuntimeError from
             # torch.save's zip writer ("unexpected pos"): say so, with the space left
