@@ -3,65 +3,99 @@
 python tools/train.py --config configs/shapes/demo_R18_C4.yaml
 torchrun --nproc_per_node 8 tools/train.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml
 python tools/train.py --config CFG --resume                 # continue from last_checkpoint
-python tools/train.py --config CFG --eval-only --checkpoint output/x/model_final.pth
+python tools/train.py --eval-only --checkpoint output/x/model_final.pth [KEY=VALUE ...]
+
+--eval-only evaluates --checkpoint with the config embedded in it plus the KEY=VALUE overrides
+(as tools/evaluate.py does without --config); --config is not needed then, and not read.
+metrics.json and detections.json go to --output-dir, or else to that config's output_dir.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
 
 from detection.config import ConfigError
 from detection.config.cli import add_config_arguments, config_from_args, print_config, tool_parser
-from detection.engine.distributed import cleanup, device_of, init_distributed
 from detection.engine.trainer import TrainingError, train
-from detection.evaluation import evaluate_model, training_evaluator
-from detection.modeling import inference_options, load_model, prepare_for_inference
+from detection.evaluation import evaluate_checkpoint, training_evaluator
+from detection.utils.distributed import DistInfo, cleanup, device_of, init_distributed
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = tool_parser(__doc__)
-    add_config_arguments(parser)
+    add_config_arguments(parser, required=False)
     parser.add_argument("--output-dir", help="overrides output_dir of the config")
     parser.add_argument("--resume", action="store_true", help="continue from last_checkpoint")
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint")
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only evaluate --checkpoint, with its embedded config plus the overrides "
+        "(--config is not read)",
+    )
     parser.add_argument("--checkpoint", help="checkpoint for --eval-only")
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
     )
-    args, cfg = config_from_args(parser, argv)
-    if args.output_dir:
-        cfg.output_dir = args.output_dir
-    if args.eval_only and not args.checkpoint:
-        parser.error("--eval-only needs --checkpoint")
+    return parser
+
+
+def _evaluate_only(args: argparse.Namespace, info: DistInfo, device: str) -> dict:
+    """Evaluate the checkpoint with its embedded config plus the overrides."""
+    show = (lambda cfg: print_config(cfg, file=sys.stderr)) if info.is_main else None
+    return evaluate_checkpoint(
+        args.checkpoint,
+        overrides=args.overrides,
+        output_dir=args.output_dir or (lambda cfg: cfg.output_dir),
+        device=device,
+        show_config=show,
+    )
+
+
+def _train(args: argparse.Namespace, cfg, info: DistInfo, device: str) -> dict:
+    if info.is_main:
+        print_config(cfg, file=sys.stderr)
+    return train(
+        cfg,
+        resume=args.resume,
+        device=device,
+        dist_info=info,
+        evaluate=training_evaluator(cfg, info.rank, info.world_size),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (or, with --eval-only, evaluate); returns the exit status."""
+    parser = _parser()
+    args = parser.parse_intermixed_args(argv)
+    cfg = None
+    if args.eval_only:
+        if not args.checkpoint:
+            parser.error("--eval-only needs --checkpoint")
+        if args.config:
+            print(
+                f"{parser.prog}: --eval-only does not read --config {args.config}: the "
+                "checkpoint's embedded config and the overrides are used",
+                file=sys.stderr,
+            )
+    elif args.config is None:
+        parser.error("the following arguments are required: --config")
+    else:
+        args, cfg = config_from_args(parser, argv)
+        if args.output_dir:
+            cfg.output_dir = args.output_dir
     try:
         info = init_distributed(args.device)
     except RuntimeError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     device = device_of(info, args.device)
-    if info.is_main:
-        print_config(cfg, file=sys.stderr)
     try:
         if args.eval_only:
-            model = load_model(args.checkpoint, device=device)
-            model = prepare_for_inference(model, **inference_options(cfg))
-            metrics = evaluate_model(
-                model,
-                cfg,
-                output_dir=cfg.output_dir,
-                rank=info.rank,
-                world_size=info.world_size,
-                checkpoint=args.checkpoint,
-            )
+            metrics = _evaluate_only(args, info, device)
         else:
-            metrics = train(
-                cfg,
-                resume=args.resume,
-                device=device,
-                dist_info=info,
-                evaluate=training_evaluator(cfg, info.rank, info.world_size),
-            )
+            metrics = _train(args, cfg, info, device)
     except (ConfigError, ValueError, OSError) as e:
         # a bad config, dataset, image, checkpoint or a full disk: the message says what to fix
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
