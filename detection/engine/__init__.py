@@ -1,1 +1,1 @@
-"""Training loop, optimizer and schedule, checkpoints, distributed helpers, logging."""
+"""Training: the loop and its hooks, optimizer and schedule, checkpoints, RNG state, benchmarks."""
