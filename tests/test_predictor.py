@@ -41,7 +41,7 @@ def array():
 
 
 def as_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a).permute(2, 0, 1).float().div(255.0)
+    return torch.tensor(a).permute(2, 0, 1).float().div(255.0)
 
 
 def reference(model, a):

@@ -28,6 +28,7 @@ from detection.evaluation import (
     load_checkpoint_model,
 )
 from detection.utils.distributed import cleanup, device_of, init_distributed
+from detection.utils.precision import resolve_precision
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +57,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if rank == 0:
         print_config(cfg)
+        print(f"inference precision: {_precision(model, cfg)}", flush=True)
     try:
         dataset = build_dataset(cfg, "test")
         check_classes(model, cfg, dataset)
@@ -64,13 +66,19 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str
     return model, cfg, dataset
 
 
+def _precision(model, cfg) -> str:
+    """What test.precision resolved to on the model's device, with the reason."""
+    device = next(model.parameters()).device
+    return str(resolve_precision(cfg.test.precision, device))
+
+
 def _report(record: dict, world_size: int, output_dir) -> None:
     print()
     print(format_table(record["bbox"]))
     speed = record["inference"]
     print(
-        f"\n{record['num_images']} images, {speed['seconds']:.1f} s inference "
-        f"({world_size} process(es))"
+        f"\n{record['num_images']} images, {speed['seconds']:.1f} s inference in "
+        f"{speed.get('precision', 'fp32')} ({world_size} process(es))"
     )
     print(f"wrote {output_dir}/metrics.json and {output_dir}/detections.json")
 

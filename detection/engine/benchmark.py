@@ -8,6 +8,7 @@ seconds of a COCO evaluation are measured by detection.evaluation.timing.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from torch import nn
 from ..config import Config
 from ..modeling import build_model, inference_options, prepare_for_inference
 from ..modeling.twin import torchvision_twin
+from ..predictor import Predictor
 from ..utils.precision import PRECISIONS, autocast
 from .measure import StageTimer, flops_per_image, matmul_peak_gflops, profile_top_ops, wall_time
 from .trainer import use_channels_last
@@ -68,6 +70,7 @@ class _Bench:
         self.optimizers = {
             name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4)
             for name, m in self.models.items()
+            if self.train
         }
 
     def step(self, name: str) -> list[dict[str, torch.Tensor]] | None:
@@ -86,7 +89,14 @@ class _Bench:
             self.optimizers[name].step()
             return None
         with torch.inference_mode(), context:
+            if name == "ours":  # what a Python user runs: the Predictor on the fast path
+                return self.predictor(self.images)
             return m(self.images)
+
+    @functools.cached_property
+    def predictor(self) -> Predictor:
+        """Our model, already on the fast path, behind the Predictor (images as given)."""
+        return Predictor(self.models["ours"], fast=False)
 
 
 def _build(
@@ -113,7 +123,7 @@ def _build(
         models["torchvision"] = twin.to(device).train(train)
     say("counting FLOPs")
     flops = flops_per_image(model, images, targets if train else None)
-    if not train:
+    if not train:  # the Predictor's fast path, in `precision`
         prepare_for_inference(model, **{**inference_options(cfg), "precision": precision})
     elif use_channels_last(cfg.solver.memory_format, precision):
         model.set_channels_last(True)  # as the trainer does

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..utils.precision import PRECISIONS
+from ..utils.precision import PRECISIONS, native_bf16
 
 
 def sync(device: str) -> None:
@@ -21,9 +21,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak_gflops(device: str, precision: str, n: int = 2048, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of an n x n matmul in `precision`: this machine's practical peak."""
+def matmul_peak_gflops(
+    device: str, precision: str, n: int | None = None, repeats: int = 5
+) -> float:
+    """Achieved GFLOP/s of an n x n matmul in `precision`: this machine's practical peak.
+    n defaults to 2048, or 512 where the precision is emulated (bf16 on a CPU without native
+    bf16 runs a 2048 matmul for tens of seconds, and the rate does not depend on n there)."""
     dtype = PRECISIONS[precision] or torch.float32
+    if n is None:
+        emulated = precision == "bf16" and not native_bf16(device)[0]
+        n = 512 if emulated else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b

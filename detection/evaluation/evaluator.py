@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..config import Config, to_dict
-from ..modeling.build import load_model
 from ..modeling.fast import inference_options, prepare_for_inference
+from ..predictor import Predictor
 from ..utils.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
 from ..utils.io import write_json
 from .coco import coco_evaluate
@@ -45,8 +45,8 @@ def load_checkpoint_model(
     """(model in eval mode on the fast inference path of its config's test.fast_path /
     test.precision / model.compile, its config): the checkpoint's embedded config plus
     `overrides`, or, with `config`, that file plus `overrides` in its place."""
-    model = load_model(checkpoint, overrides, device=device, config=config)
-    return prepare_for_inference(model, **inference_options(model.cfg)), model.cfg
+    predictor = Predictor.from_checkpoint(checkpoint, overrides, device=device, config=config)
+    return predictor.model, predictor.cfg
 
 
 def check_classes(model: nn.Module, cfg: Config, dataset) -> None:
@@ -161,6 +161,9 @@ def run_evaluation(
         results = sorted_results(merged)
         bbox = _evaluate_merged(merged, results, cfg, dataset, summary)
         record = _metrics_record(bbox, cfg, dataset, len(merged), parts, checkpoint)
+        module = unwrap(model)
+        record["inference"]["precision"] = getattr(module, "precision", "fp32")
+        record["inference"]["channels_last"] = bool(getattr(module, "channels_last", False))
         if output_dir is not None:
             out = Path(output_dir)
             write_json(out / "detections.json", results)

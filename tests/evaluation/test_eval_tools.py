@@ -17,6 +17,8 @@ from evaluation_helpers import REPO, write_json
 from PIL import Image
 
 from detection.evaluation import coco_evaluate
+from detection.modeling import read_checkpoint
+from detection.utils.precision import resolve_precision
 from tools import compare, evaluate, infer
 
 
@@ -111,6 +113,12 @@ def test_evaluate_under_torchrun_equals_one_process(tiny_checkpoint, tiny_coco, 
     assert proc.stdout.count("| AP | AP50 |") == 1  # rank 0 alone prints and writes
     one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert two["inference"]["processes"] == 2 and two["num_images"] == one["num_images"] == 3
+    # how the numbers were made: the precision test.precision resolved to, the memory format
+    embedded = read_checkpoint(tiny_checkpoint)["config"]["test"]["precision"]
+    expected = resolve_precision(embedded).name
+    assert one["inference"]["precision"] == two["inference"]["precision"] == expected
+    assert isinstance(one["inference"]["channels_last"], bool)
+    assert proc.stdout.count("inference precision: ") == 1
     assert two["bbox"] == one["bbox"]
     dets = [json.loads((tmp_path / d / "detections.json").read_text()) for d in ("one", "two")]
     assert len(dets[0]) == len(dets[1]) > 0
