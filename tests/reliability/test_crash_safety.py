@@ -118,26 +118,39 @@ def test_write_limit_fails_clearly_and_keeps_last_checkpoint(tiny_config):
     _assert_failed_cleanly(r, out, 2, "File too large")
 
 
-def _mount_tmpfs(where: Path, size_mb: int) -> bool:
+def _mount_tmpfs(where: Path, size_mb: int) -> str | None:
+    """Mount a tmpfs of `size_mb` MiB at `where`: None, or why it could not be mounted."""
     where.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
-        capture_output=True,
-    )
-    return r.returncode == 0
+    try:
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{type(e).__name__}: {e}"
+    if r.returncode == 0:
+        return None
+    return f"mount exited with {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"
 
 
 def test_full_disk_fails_clearly_and_keeps_last_checkpoint(tiny_config, tmp_path):
     path, _ = tiny_config
+    why = _mount_tmpfs(tmp_path / "can-mount", 1)  # before spending a training run on it
+    if why is not None:
+        pytest.skip(
+            f"full disk not simulated: cannot mount a small tmpfs ({why}); it needs root or "
+            "CAP_SYS_ADMIN. test_write_limit_fails_clearly_and_keeps_last_checkpoint covers "
+            "the same code path with a file-size limit"
+        )
+    subprocess.run(["umount", str(tmp_path / "can-mount")], check=True)
     probe = tmp_path / "probe"
     _train(path, probe, "solver.max_iter=1")
     size_mb = (probe / "model_final.pth").stat().st_size / 2**20
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, int(size_mb * 1.5) + 1):
-        pytest.skip(
-            "mounting a small tmpfs needs root (CAP_SYS_ADMIN); the file-size limit test "
-            "covers the same code path"
-        )
+    why = _mount_tmpfs(disk, int(size_mb * 1.5) + 1)
+    assert why is None, f"a 1 MiB tmpfs mounted, a {int(size_mb * 1.5) + 1} MiB one not: {why}"
     try:
         out = disk / "out"
         # room for one checkpoint: the one at iteration 2 fits, the final one does not

@@ -1,16 +1,18 @@
-"""Property tests (hypothesis): box coding, IoU, transforms, collate + model, config overrides."""
+"""Property tests (hypothesis): box coding, transforms, collate + model, config overrides.
+(The matcher's and the sampler's are in tests/modeling/test_invariants.py.)"""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torchvision.ops import box_iou
 
 from detection.config import ConfigError, load_config
 from detection.data import DetectionTransform, collate, train_augmentations
 from detection.modeling import build_model
-from detection.modeling.box_coder import BoxCoder
+from detection.modeling.box_coder import DEFAULT_CLAMP, BoxCoder
 
 coord = st.floats(-1000, 1000, allow_nan=False, width=32)
 size = st.floats(1, 500, allow_nan=False, width=32)
@@ -28,8 +30,11 @@ def boxes(draw, n=None):
     return torch.stack([x, y, x + w, y + h], 1)
 
 
+WEIGHTS = st.sampled_from([(1, 1, 1, 1), (10, 10, 5, 5), (2, 3, 0.5, 7)])
+
+
 @settings(max_examples=200, deadline=None)
-@given(data=st.data(), weights=st.sampled_from([(1, 1, 1, 1), (10, 10, 5, 5), (2, 3, 0.5, 7)]))
+@given(data=st.data(), weights=WEIGHTS)
 def test_box_encode_decode_round_trip(data, weights):
     refs = data.draw(boxes())
     targets = data.draw(boxes(n=st.just(len(refs))))
@@ -38,16 +43,75 @@ def test_box_encode_decode_round_trip(data, weights):
     torch.testing.assert_close(decoded, targets, rtol=1e-6, atol=1e-6)
 
 
+def deltas_for(data, n, dw_dh):
+    """[n, 4] deltas: dx, dy within 5 (weighted) reference sizes; dw, dh drawn from `dw_dh`."""
+    shift = st.floats(-5, 5, width=32)
+    rows = [
+        [data.draw(shift), data.draw(shift), data.draw(dw_dh), data.draw(dw_dh)] for _ in range(n)
+    ]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), weights=WEIGHTS)
+def test_decode_clamps_dw_dh_so_boxes_stay_finite(data, weights):
+    """A box grows at most exp(clamp) times, however large the predicted dw/dh (an untrained
+    or diverging head); it shrinks without bound. Centres move by dx, dy."""
+    refs = data.draw(boxes()).float()
+    huge = st.floats(-200, 1e30) | st.sampled_from([float("inf"), 20.0, 1e4])
+    deltas = deltas_for(data, len(refs), huge)
+    out = BoxCoder(weights).decode(deltas, refs)
+    assert out.shape == (len(refs), 1, 4)
+    out = out[:, 0]
+    assert torch.isfinite(out).all()
+    wx, wy, ww, wh = weights
+    ref_wh = refs[:, 2:] - refs[:, :2]
+    out_wh = out[:, 2:] - out[:, :2]
+    growth = torch.exp(torch.clamp(deltas[:, 2:] / torch.tensor([ww, wh]), max=DEFAULT_CLAMP))
+    torch.testing.assert_close(out_wh, ref_wh * growth, atol=1e-2, rtol=1e-4)
+    assert (out_wh <= ref_wh * math.exp(DEFAULT_CLAMP) * 1.0001).all()
+    centre = 0.5 * (out[:, :2] + out[:, 2:])
+    moved = refs[:, :2] + 0.5 * ref_wh + deltas[:, :2] / torch.tensor([wx, wy]) * ref_wh
+    torch.testing.assert_close(centre, moved, atol=1e-2, rtol=1e-5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), weights=WEIGHTS, k=st.integers(2, 4))
+def test_decode_of_k_boxes_per_reference_decodes_each_alone(data, weights, k):
+    """The RoI heads decode one box per class: [N, K*4] deltas give [N, K, 4], column j the
+    decoding of deltas[:, 4j:4j+4]."""
+    refs = data.draw(boxes()).float()
+    deltas = torch.cat([deltas_for(data, len(refs), st.floats(-6, 6)) for _ in range(k)], 1)
+    coder = BoxCoder(weights)
+    out = coder.decode(deltas, refs)
+    assert out.shape == (len(refs), k, 4)
+    for j in range(k):
+        assert torch.equal(out[:, j], coder.decode(deltas[:, 4 * j : 4 * j + 4], refs)[:, 0])
+
+
 @settings(max_examples=200, deadline=None)
-@given(data=st.data(), shift=st.tuples(coord, coord))
-def test_iou_properties(data, shift):
-    a, b = data.draw(boxes()), data.draw(boxes())
-    iou = box_iou(a, b)
-    assert ((iou >= 0) & (iou <= 1 + 1e-9)).all()
-    torch.testing.assert_close(iou, box_iou(b, a).T)  # symmetric
-    torch.testing.assert_close(torch.diagonal(box_iou(a, a)), torch.ones(len(a), dtype=a.dtype))
-    move = torch.tensor([*shift, *shift], dtype=a.dtype)
-    torch.testing.assert_close(box_iou(a + move, b + move), iou, atol=1e-6, rtol=1e-4)
+@given(data=st.data(), weights=WEIGHTS, shift=st.tuples(coord, coord), factor=st.floats(0.1, 10))
+def test_encode_is_invariant_to_translation_and_scale(data, weights, shift, factor):
+    """Deltas are relative to the reference: moving or scaling both boxes changes nothing
+    (what lets one regressor serve anchors at every position and size)."""
+    refs = data.draw(boxes())
+    targets = data.draw(boxes(n=st.just(len(refs))))
+    coder = BoxCoder(weights)
+    deltas = coder.encode(targets, refs)
+    move = torch.tensor([*shift, *shift], dtype=refs.dtype)
+    torch.testing.assert_close(coder.encode(targets + move, refs + move), deltas)
+    torch.testing.assert_close(coder.encode(targets * factor, refs * factor), deltas)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), weights=WEIGHTS)
+def test_encode_inverts_decode(data, weights):
+    """The other way round: deltas within the clamp come back from their decoded boxes."""
+    refs = data.draw(boxes())
+    limit = 0.99 * DEFAULT_CLAMP * min(weights[2:])
+    deltas = deltas_for(data, len(refs), st.floats(-limit, limit)).double()
+    coder = BoxCoder(weights)
+    torch.testing.assert_close(coder.encode(coder.decode(deltas, refs)[:, 0], refs), deltas)
 
 
 @st.composite
