@@ -21,6 +21,7 @@ from detection.evaluation import list_images, predict_images
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, load the Predictor, write the results; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, metavar="CKPT")
     parser.add_argument("--input", required=True, metavar="PATH", help="an image or a folder")

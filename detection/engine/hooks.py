@@ -52,6 +52,7 @@ class MetricsWriter:
             self.tb.flush()
 
     def close(self) -> None:
+        """Close the TensorBoard writer (metrics.jsonl is closed after every record)."""
         if self.tb is not None:
             self.tb.close()
 
@@ -103,6 +104,7 @@ class MetricsHook(Hook):
         self.start = time.perf_counter()
 
     def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
+        """Accumulate the losses; at the end of a period write the record and reset."""
         self.bar.update(1)
         for k, v in losses.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
@@ -144,6 +146,7 @@ class MetricsHook(Hook):
             )
 
     def after_train(self, trainer: Trainer) -> None:
+        """Close the progress bar."""
         self.bar.close()
 
 
@@ -155,6 +158,7 @@ class CheckpointHook(Hook):
         self.period, self.max_iter = period, max_iter
 
     def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
+        """Save a periodic checkpoint when the iteration is a multiple of the period."""
         if trainer.iteration % self.period == 0 and trainer.iteration < self.max_iter:
             trainer.save(f"model_{trainer.iteration:07d}.pth")
 
@@ -167,6 +171,7 @@ class EvalHook(Hook):
         self.period, self.max_iter, self.writer = period, max_iter, writer
 
     def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
+        """Evaluate when the iteration is a multiple of test.eval_period (before the end)."""
         if self.period > 0 and trainer.iteration % self.period == 0:
             if trainer.iteration < self.max_iter:
                 run_evaluation(trainer, self.writer)

@@ -139,6 +139,8 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """The checkpoint dict of the run so far: weights, config, classes, optimizer,
+        scheduler, scaler, iteration and every rank's RNG state (collective with DDP)."""
         rng = _gather_rng(self.info)
         return model_checkpoint(
             self.model.state_dict(),
@@ -153,6 +155,8 @@ class Trainer:
         )
 
     def save(self, name: str, *, periodic: bool = True) -> None:
+        """Write checkpoint `name` atomically (rank 0) after checking that every weight is
+        finite; `periodic` ones count against solver.keep_checkpoints."""
         names, params = zip(*self.model.named_parameters(), strict=True)
         finite = torch.stack([torch.isfinite(p).all() for p in params]).tolist()  # one sync
         bad = [n for n, ok in zip(names, finite, strict=True) if not ok]

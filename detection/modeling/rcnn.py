@@ -22,6 +22,18 @@ class FasterRCNN(nn.Module):
     train: `model(images, targets)` -> {loss_rpn_cls, loss_rpn_box, loss_cls, loss_box}; images
     arrive already resized by the data loader and targets hold `boxes` (xyxy, pixels of the
     given images) and `labels` (1..K).
+
+    Args:
+        backbone: module mapping a [B, 3, H, W] batch to {feature name: [B, C, H/s, W/s]}.
+        rpn: proposals from the `rpn_features` maps (see RPN).
+        roi_heads: detections (eval) or losses (train) from proposals and the `roi_features`.
+        rpn_features, roi_features: which backbone outputs feed the RPN and the RoI heads.
+        pixel_mean, pixel_std: per-channel normalisation, in the scale of `input_format`.
+        input_format: "RGB" (inputs in [0, 1]) or "BGR" (Caffe models: flipped, x255).
+        min_size_test, max_size_test: eval-mode resize (shortest side, cap on the longest).
+        size_divisibility: the padded batch's height and width are multiples of it.
+        class_names: names of labels 1..K (checkpoints carry them).
+        cfg: the resolved config the model was built from (build_model passes it).
     """
 
     def __init__(
@@ -127,6 +139,17 @@ class FasterRCNN(nn.Module):
         images: Sequence[torch.Tensor],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ):
+        """Detect (eval) or compute the losses (train).
+
+        Args:
+            images: N tensors [3, H_i, W_i], float RGB in [0, 1] (any sizes).
+            targets: train only; N dicts {"boxes": float [M_i, 4] xyxy, "labels": int64 [M_i]}.
+
+        Returns:
+            eval: N dicts {"boxes": [D_i, 4] xyxy in the pixels of images[i], "scores": [D_i],
+            "labels": int64 [D_i] in 1..K}, D_i <= test.detections_per_image; train: the four
+            scalar losses by name.
+        """
         self._check_inputs(images, targets)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         batch, sizes = self.preprocess(images)

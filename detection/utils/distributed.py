@@ -15,12 +15,15 @@ import torch.distributed as dist
 
 @dataclass
 class DistInfo:
+    """This process's place in the job: global rank, number of processes, rank on its node."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that logs and writes files."""
         return self.rank == 0
 
 
@@ -74,14 +77,17 @@ def broadcast_from_main(obj: Any) -> Any:
 
 
 def get_rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def get_world_size() -> int:
+    """The number of processes (1 without a process group)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def barrier() -> None:
+    """Wait for every process (nothing to wait for in one process)."""
     if get_world_size() > 1:
         dist.barrier()
 
@@ -97,5 +103,6 @@ def reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def cleanup() -> None:
+    """Leave the process group, if any."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
