@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from .config import Config
 from .modeling import FasterRCNN, inference_options, load_model, prepare_for_inference
@@ -123,9 +124,7 @@ def to_tensor(item, index: int = 0) -> torch.Tensor:
         from .data.images import read_image  # Pillow decoding, EXIF orientation applied
 
         return _from_array(read_image(Path(item)), where)
-    if _is_pil_image(item):
-        from PIL import ImageOps
-
+    if isinstance(item, Image.Image):
         image = ImageOps.exif_transpose(item).convert("RGB")
         return _from_array(np.asarray(image, dtype=np.uint8), where)
     if isinstance(item, np.ndarray):
@@ -156,11 +155,3 @@ def _from_array(array: np.ndarray, where: str) -> torch.Tensor:
         )
     # a copy: arrays from PIL are read-only, and the caller keeps theirs
     return torch.tensor(array).permute(2, 0, 1).float().div(255.0)
-
-
-def _is_pil_image(item) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        return False
-    return isinstance(item, Image.Image)

@@ -67,11 +67,14 @@ class _Bench:
     optimizers: dict[str, torch.optim.Optimizer] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.optimizers = {
-            name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-            for name, m in self.models.items()
+        self.optimizers = (
+            {
+                name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+                for name, m in self.models.items()
+            }
             if self.train
-        }
+            else {}
+        )
 
     def step(self, name: str) -> list[dict[str, torch.Tensor]] | None:
         """One iteration of model `name`; in inference, its detections."""

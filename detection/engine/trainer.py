@@ -330,7 +330,6 @@ class Trainer:
                     raise self._out_of_memory(e, images) from e
                 for hook in hooks:
                     hook.after_step(self, losses, len(images))
-                model.train()
         finally:
             for hook in hooks:
                 hook.after_train(self)
