@@ -8,6 +8,7 @@
         data.num_workers=2
     python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode eval \\
         [--results output/.../detections.json | --synthetic-images 5000]
+    python tools/benchmark.py --onnx model.onnx --checkpoint CKPT [--size 800 1067] [--iters 10]
 
 inference / train: weights are random (speed does not depend on them); inference runs the fast
 path that evaluation uses (test.fast_path=false for the plain one); with --vs-torchvision both
@@ -15,6 +16,9 @@ models carry the same weights, run alternately, and the detections are compared 
 and scores; "n/a" when neither model detects anything, as random weights may). data: images/s
 of the training loader (decode, augment, collate) with data.num_workers. eval: seconds of a COCO
 evaluation of the test set with pycocotools and, where installed, faster-coco-eval.
+--onnx FILE --checkpoint CKPT (the checkpoint tools/export.py exported it from): onnxruntime
+against our Predictor (fast path, --precision) on the same synthetic image of --size, on the
+CPU with the same threads, alternating; prints both medians and whether the detections agree.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def _print_speed(args, result) -> None:
 
 def _parser():
     parser = tool_parser(__doc__)
-    add_config_arguments(parser)
+    add_config_arguments(parser, required=False)  # required unless --onnx
     parser.add_argument(
         "--mode", choices=["inference", "train", "data", "eval"], default="inference"
     )
@@ -103,7 +107,43 @@ def _parser():
         help="eval mode: a synthetic COCO-like ground truth of N images instead of the test set",
     )
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--onnx", metavar="FILE", help="time onnxruntime on this exported file")
+    parser.add_argument("--checkpoint", metavar="CKPT", help="with --onnx: its checkpoint")
     return parser
+
+
+def _run_onnx(args, say) -> dict:
+    """--onnx: onnxruntime against our fast path; prints and returns the record."""
+    from detection.deploy.export import ExportError
+    from detection.deploy.timing import benchmark_onnx
+
+    try:
+        result = benchmark_onnx(
+            args.checkpoint,
+            args.onnx,
+            size=tuple(args.size),
+            overrides=args.overrides,
+            precision=args.precision,
+            iters=args.iters or 10,
+            warmup=args.warmup,
+            progress=say,
+        )
+    except ExportError as e:
+        raise ValueError(str(e)) from None
+    h, w = result["size"]
+    ours, ort = result["pytorch"], result["onnxruntime"]
+    runs = len(ours["times_s"])
+    print(
+        f"inference {h}x{w} on the CPU, {result['threads']} threads, median of {runs} "
+        "alternating runs:\n"
+        f"  PyTorch fast path ({result['pytorch_precision']}): {ours['median_s'] * 1000:.1f} ms "
+        f"(p90 {ours['p90_s'] * 1000:.1f})\n"
+        f"  onnxruntime ({result['onnx_precision']}): {ort['median_s'] * 1000:.1f} ms (p90 "
+        f"{ort['p90_s'] * 1000:.1f}); onnxruntime/PyTorch speed "
+        f"{result['speed_ratio_onnxruntime_over_pytorch']:.2f}x\n"
+        f"  detections: {result['comparison']}"
+    )
+    return result
 
 
 def _print_data(result: dict) -> None:
@@ -164,13 +204,24 @@ def _run(args, cfg, say) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark --mode names; returns the exit status."""
+    """Run the benchmark --mode names (or --onnx); returns the exit status."""
     parser = _parser()
-    args, cfg = config_from_args(parser, argv)
-    cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
     say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    args = parser.parse_intermixed_args(argv)
+    if args.onnx:
+        if not args.checkpoint:
+            parser.error("--onnx needs --checkpoint (the checkpoint the file was exported from)")
+        if args.config:
+            parser.error("--onnx takes the model from --checkpoint; drop --config")
+        run = lambda: _run_onnx(args, say)  # noqa: E731
+    else:
+        if not args.config:
+            parser.error("the following arguments are required: --config (or --onnx)")
+        args, cfg = config_from_args(parser, argv)
+        cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
+        run = lambda: _run(args, cfg, say)  # noqa: E731
     try:
-        result = _run(args, cfg, say)
+        result = run()
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.json:
