@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
-    except (ExportError, FileNotFoundError, ValueError) as e:
+    except (ExportError, OSError, ValueError) as e:  # OSError: e.g. an unwritable --output
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     except ParityError as e:
         print(e.report)

@@ -344,6 +344,12 @@ def export_checkpoint(
     example, image_name = check_image(image, size)
     # the reference: the PyTorch model as the Predictor runs it (fast path) in fp32
     model = load_model(checkpoint, [*overrides, "test.precision=fp32", "model.compile=false"])
+    pooler = model.roi_heads.pooler
+    if format == "onnx" and pooler.pooler_type == "roi_align" and pooler.aligned and opset < 16:
+        raise ExportError(
+            f"model.roi_heads.pooler_aligned=true needs --opset 16 or newer (ONNX RoiAlign "
+            f"has no half-pixel mode before 16); got --opset {opset}"
+        )
     reference = Predictor(model)
     folded = copy.deepcopy(reference.model).set_channels_last(False)
     detector = DeployableDetector(folded, precision).eval()

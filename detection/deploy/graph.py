@@ -31,7 +31,7 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
 def _clip(boxes: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     """xyxy boxes [..., 4] clipped to [0, width] x [0, height] (0-dim float tensors)."""
-    zero = torch.zeros((), dtype=boxes.dtype)
+    zero = torch.zeros((), dtype=boxes.dtype, device=boxes.device)
     x = torch.minimum(torch.maximum(boxes[..., 0::2], zero), width)
     y = torch.minimum(torch.maximum(boxes[..., 1::2], zero), height)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
@@ -120,10 +120,12 @@ class DeployableDetector(nn.Module):
     def _resized_size(self, size: torch.Tensor) -> torch.Tensor:
         """(h, w) int64 after resize_image, computed in float64 as Python computes it."""
         hw = size.to(torch.float64)
-        # [1]-shaped float64 operands: the ONNX exporter computes Python floats and 0-dim
-        # tensors with a [2] tensor in float32, and float32 gives sizes 1 px short (77 * (96
-        # / 77) = 95.99...)
-        limits = torch.tensor([self.min_size, self.max_size], dtype=torch.float64)
+        # float64 tensors of shape [2] throughout: the ONNX exporter computes Python floats
+        # and 0-dim tensors in float32 (as a Reciprocal and a Mul), and float32 makes some
+        # sizes 1 px short of PyTorch's (77 * (96 / 77) -> 95.99...)
+        limits = torch.tensor(
+            [self.min_size, self.max_size], dtype=torch.float64, device=size.device
+        )
         scale = torch.amin(limits / torch.stack((hw.amin(0), hw.amax(0))), 0, keepdim=True)
         return torch.floor(hw * scale).to(torch.int64)
 
@@ -146,8 +148,8 @@ class DeployableDetector(nn.Module):
         """Anchors [H_l * W_l * A, 4] of one level, in (y, x, anchor) order (AnchorGenerator)."""
         grid = torch._shape_as_tensor(feature)[2:]
         stride = torch.div(padded, grid, rounding_mode="floor").to(torch.float32)
-        shift_x = torch.arange(grid[1], dtype=torch.float32) * stride[1]
-        shift_y = torch.arange(grid[0], dtype=torch.float32) * stride[0]
+        shift_x = torch.arange(grid[1], dtype=torch.float32, device=feature.device) * stride[1]
+        shift_y = torch.arange(grid[0], dtype=torch.float32, device=feature.device) * stride[0]
         yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
         xx, yy = xx.reshape(-1), yy.reshape(-1)
         shifts = torch.stack((xx, yy, xx, yy), dim=1)
@@ -205,6 +207,7 @@ class DeployableDetector(nn.Module):
         out = torch.zeros(
             (rois.shape[0], channels, self.resolution[0], self.resolution[1]),
             dtype=torch.float32,
+            device=boxes.device,
         )
         for i, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
             idx = torch.where(level == i)[0]
@@ -221,7 +224,7 @@ class DeployableDetector(nn.Module):
         height, width = size[0].to(torch.float32), size[1].to(torch.float32)
         boxes = _clip(self.box_coder.decode(deltas, proposals), height, width)  # [R, K+1, 4]
         scores = F.softmax(logits, -1)
-        labels = torch.arange(scores.shape[1]).view(1, -1).expand_as(scores)
+        labels = torch.arange(scores.shape[1], device=scores.device).view(1, -1).expand_as(scores)
         boxes = boxes[:, 1:].reshape(-1, 4)
         scores = scores[:, 1:].reshape(-1)
         labels = labels[:, 1:].reshape(-1)

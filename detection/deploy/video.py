@@ -150,7 +150,8 @@ def predict_video(
     progress: bool = True,
 ) -> VideoSummary:
     """Run `predictor` (a detection.Predictor) on every `every`-th frame of a video and
-    write DIR/<stem><ext> (every frame, with the boxes of the latest processed frame drawn)
+    write DIR/<stem><ext> (every frame, with the boxes of the latest processed frame drawn;
+    DIR/<stem>.detections<ext> where that would be the input itself)
     and DIR/<stem>.jsonl ({"frame", "time_s", "detections": [{"box" xyxy, "score", "label",
     "class"}]} per processed frame). A video that cannot be decoded raises VideoReadError
     before anything is written."""
@@ -173,6 +174,8 @@ def predict_video(
         fourcc = _fourcc_name(int(capture.get(cv2.CAP_PROP_FOURCC)))
         fourcc, suffix = output_codec(fourcc, path.suffix.lower(), fps, size, out)
         target, jsonl = out / f"{path.stem}{suffix}", out / f"{path.stem}.jsonl"
+        if target.resolve() == path.resolve():  # never replace the input
+            target = out / f"{path.stem}.detections{suffix}"
         names = list(predictor.class_names)
         frames = processed = detections = 0
         start = time.perf_counter()

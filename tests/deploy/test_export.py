@@ -46,7 +46,9 @@ def test_export_equals_pytorch_at_two_sizes(design, fmt, checkpoints, tmp_path):
     assert leftovers(tmp_path) == [out.name]  # no temporary left
     run = load_exported(out, fmt)
     pytorch = predictor(checkpoints[design])
-    for image in (scene(1), scene(2, crop=(200, 130))):  # landscape ~300x380, portrait 200x130
+    # landscape ~300x380, and portrait 100x77, whose resized width is 96 px only when computed
+    # in float64 as Python does (float32: 95)
+    for image in (scene(1), scene(2, crop=(100, 77))):
         ref = pytorch(image)
         assert len(ref["boxes"]) >= 3, "too few detections for a meaningful comparison"
         got = run(as_tensor(image))
