@@ -20,11 +20,12 @@ def run(args, env):
 
 
 @pytest.mark.slow
-def test_shortened_demo(tmp_path):
-    env = {**os.environ, "RESDET_DATASETS": str(tmp_path / "datasets"), "OMP_NUM_THREADS": "2"}
+def test_shortened_demo(tmp_path, datasets_root):
+    # the session's shapes data (the demo generates it on first use: tested in tests/data)
+    env = {**os.environ, "RESDET_DATASETS": str(datasets_root), "OMP_NUM_THREADS": "2"}
     from detection.data import ensure_shapes
 
-    ann, images = ensure_shapes("shapes_val", tmp_path / "datasets")
+    ann, images = ensure_shapes("shapes_val", datasets_root)
     coco = json.loads(ann.read_text())
     keep = {img["id"] for img in coco["images"][:6]}
     coco["images"] = [i for i in coco["images"] if i["id"] in keep]
