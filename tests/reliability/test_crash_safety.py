@@ -1,6 +1,5 @@
 """Crash safety: SIGKILL at random points of checkpoint writes, a full disk, kill and resume."""
 
-import multiprocessing
 import os
 import random
 import resource
@@ -16,18 +15,29 @@ from helpers import ROOT, read_jsonl, run_tool
 
 from detection.engine.checkpoint import Checkpointer
 
-
-def write_until_killed(out: Path, ready) -> None:
-    """Writes checkpoints back to back, continuing from the last one, until it is killed. Runs in
-    a forked child: it starts in milliseconds (a fresh interpreter importing torch takes seconds)
-    and dies by SIGKILL as any process would."""
-    ck = Checkpointer(out, keep=2)
-    last = ck.last()
-    it = 0 if last is None else torch.load(last, weights_only=True)["iteration"] + 1
-    ready.set()
-    while True:
-        ck.save(f"model_{it:07d}.pth", {"iteration": it, "w": torch.full((1_000_000,), float(it))})
-        it += 1
+# A zygote: a fresh interpreter that imports torch once, single-threaded, then forks one writer
+# per "go" line. Each writer saves checkpoints back to back, continuing from the last one, until
+# the test SIGKILLs it; the zygote reaps it and says so. Forking from here rather than from
+# pytest (which has threads: a lock held at fork time can hang the child) starts a writer in
+# milliseconds instead of the seconds an interpreter importing torch takes.
+ZYGOTE = """
+import os, sys, torch
+from detection.engine.checkpoint import Checkpointer
+out = sys.argv[1]
+for _ in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        ck = Checkpointer(out, keep=2)
+        last = ck.last()
+        it = 0 if last is None else torch.load(last, weights_only=True)["iteration"] + 1
+        print("ready", os.getpid(), flush=True)
+        while True:
+            w = torch.full((1_000_000,), float(it))
+            ck.save(f"model_{it:07d}.pth", {"iteration": it, "w": w})
+            it += 1
+    _, status = os.waitpid(pid, 0)
+    print("reaped", os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, flush=True)
+"""
 
 
 def load_checked(path: Path) -> int:
@@ -43,36 +53,52 @@ def load_checked(path: Path) -> int:
 def test_sigkill_during_checkpoint_writes_never_leaves_a_torn_checkpoint(tmp_path):
     rng = random.Random(0)
     out = tmp_path / "out"
-    fork = multiprocessing.get_context("fork")
+    zygote = subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE, str(out)],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     previous, mid_write = -1, 0
-    for _ in range(20):
-        ready = fork.Event()
-        proc = fork.Process(target=write_until_killed, args=(out, ready), daemon=True)
-        proc.start()
-        assert ready.wait(timeout=60), "the writer did not start"
-        time.sleep(rng.uniform(0.0, 0.25))  # a random point of a save, pointer update or prune
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join()
-        assert proc.exitcode == -signal.SIGKILL
-        mid_write += any(out.glob(".model_*.tmp"))  # killed inside torch.save or fsync
-        last = Checkpointer(out).last()
-        if last is None:
-            assert previous == -1, "the pointer vanished after a checkpoint was complete"
-            continue
-        it = load_checked(last)
-        assert it >= previous, "the pointer went backwards"
-        previous = it
-        # every checkpoint file in the folder is complete; the pruner keeps 2 (+1 mid-prune)
-        periodic = sorted(out.glob("model_*.pth"))
-        assert len(periodic) <= 3 and last in periodic
-        for path in periodic:
-            load_checked(path)
+    try:
+        for _ in range(20):
+            previous, mid_write = kill_one_writer(zygote, out, rng, previous, mid_write)
+    finally:
+        zygote.kill()
+        zygote.communicate()
     assert previous > 0
     # the test is only worth something if kills landed inside writes (it does: ~half do)
     assert mid_write >= 3, f"only {mid_write} of 20 kills landed inside a write"
     # a later save clears what killed writers left behind
     Checkpointer(out).save("model_9999999.pth", {"iteration": 9999999, "w": torch.zeros(1)})
     assert not list(out.glob(".*.tmp"))
+
+
+def kill_one_writer(zygote, out: Path, rng, previous: int, mid_write: int) -> tuple[int, int]:
+    """Start a writer, SIGKILL it at a random point, check what it left; returns the updated
+    (last complete iteration, kills that landed inside a write)."""
+    zygote.stdin.write("go\n")
+    zygote.stdin.flush()
+    word, pid = zygote.stdout.readline().split()
+    assert word == "ready"
+    time.sleep(rng.uniform(0.0, 0.25))  # a random point of a save, pointer update or prune
+    os.kill(int(pid), signal.SIGKILL)
+    assert zygote.stdout.readline().split() == ["reaped", str(int(signal.SIGKILL))]
+    mid_write += any(out.glob(".model_*.tmp"))  # killed inside torch.save or fsync
+    last = Checkpointer(out).last()
+    if last is None:
+        assert previous == -1, "the pointer vanished after a checkpoint was complete"
+        return previous, mid_write
+    it = load_checked(last)
+    assert it >= previous, "the pointer went backwards"
+    # every checkpoint file in the folder is complete; the pruner keeps 2 (+1 mid-prune)
+    periodic = sorted(out.glob("model_*.pth"))
+    assert len(periodic) <= 3 and last in periodic
+    for path in periodic:
+        load_checked(path)
+    return it, mid_write
 
 
 def _limit_file_size(limit: int):
