@@ -151,11 +151,15 @@ def export_torchscript(
 class OnnxRunner:
     """An ONNX file in onnxruntime (CPU): image tensor in, {boxes, scores, labels} out."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, threads: int | None = None, spin: bool = True
+    ) -> None:
         _, ort = require_onnx()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:  # idle threads sleep instead of spinning on the cores after a run
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initializers etc. are noise
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
@@ -394,7 +398,7 @@ def export_checkpoint(
             output,
             format,
             precision,
-            size is None,
+            size is None or format == "torchscript",  # a traced graph takes any size
             image_name,
             (int(example.shape[1]), int(example.shape[2])),
             comparison,

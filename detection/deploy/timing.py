@@ -51,7 +51,9 @@ def benchmark_onnx(
     predictor = Predictor.from_checkpoint(
         checkpoint, [*overrides, f"test.precision={precision}", "model.compile=false"]
     )
-    runner = OnnxRunner(onnx_file, threads=threads)
+    # onnxruntime's threads spin for a while after each run (its default); alternating, that
+    # would take the cores from the PyTorch run that follows
+    runner = OnnxRunner(onnx_file, threads=threads, spin=False)
     (image,), _ = synthetic_batch(1, tuple(size), "cpu")
     runs = {"pytorch": lambda: predictor(image), "onnxruntime": lambda: runner(image)}
     for i in range(warmup):
