@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 from deploy_helpers import DESIGNS, as_tensor, scene
-from helpers import run_tool
 
 from detection import Predictor
 from detection.deploy import (
@@ -78,12 +77,13 @@ def test_export_with_no_detection(fmt, checkpoints, tmp_path):
     assert got["labels"].shape == (0,) and got["labels"].dtype == torch.int64
 
 
-def test_fixed_size_onnx_from_the_command_line(checkpoints, tmp_path):
-    """The tool end to end: --size fixes the ONNX input; the comparison is printed."""
+def test_fixed_size_onnx_from_the_command_line(checkpoints, tmp_path, capsys):
+    """The tool's main (in process: a subprocess would add seconds of imports): --size fixes
+    the ONNX input; the comparison is printed."""
     out = tmp_path / "fixed.onnx"
-    args = ["tools/export.py", "--checkpoint", checkpoints["FPN"], "--format", "onnx"]
-    r = run_tool([*args, "--output", out, "--size", 120, 160, "--opset", 16])
-    assert "OK: detections" in r.stdout and f"wrote {out}" in r.stdout, r.stdout
+    assert _export(checkpoints["FPN"], out, "--size", "120", "160", "--opset", "16") == 0
+    stdout = capsys.readouterr().out
+    assert "OK: detections" in stdout and f"wrote {out}" in stdout, stdout
     import onnx
 
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
