@@ -95,11 +95,22 @@ def paper_entries() -> list[Entry]:
     return [Entry(name, ap50, ap, PAPER_SOURCE, paper=True) for name, ap50, ap in PAPER_ROWS]
 
 
+# below this AP (points) a baseline gives no relative change: +13.7 points over a baseline at 0.02
+# would print as +70000%, which says nothing about either model
+MIN_RELATIVE_BASE = 1.0
+SMALL_BASE_NOTE = (
+    f"n/a: the baseline is below {MIN_RELATIVE_BASE:g} AP, where a relative change means nothing; "
+    "compare the absolute changes."
+)
+
+
 def _delta(value: float | None, base: float | None) -> tuple[float | None, float | None]:
-    """(absolute change, relative change in percent) of `value` against `base`."""
+    """(absolute change, relative change in percent) of `value` against `base`; the relative
+    change is None where the baseline is below MIN_RELATIVE_BASE."""
     if value is None or base is None:
         return None, None
-    return value - base, (value - base) / base * 100.0 if base else None
+    relative = (value - base) / base * 100.0 if base >= MIN_RELATIVE_BASE else None
+    return value - base, relative
 
 
 def comparison_rows(baseline: Entry, runs: Sequence[Entry], paper: bool = False) -> list[dict]:
@@ -124,6 +135,9 @@ def comparison_rows(baseline: Entry, runs: Sequence[Entry], paper: bool = False)
                     "rel_map50_pct": r50,
                     "rel_map_pct": r,
                     "baseline": entry is base,
+                    "small_base": any(
+                        b is not None and b < MIN_RELATIVE_BASE for b in (base.ap50, base.ap)
+                    ),
                     "paper": entry.paper,
                     "source": entry.source,
                 }
@@ -171,6 +185,8 @@ def format_markdown(rows: Sequence[dict]) -> str:
         )
         cells.append([row["model"], _num(row["map50"]), _num(row["map"]), *changes, row["source"]])
     lines = [markdown_table(header, cells)]
+    if any(row["small_base"] and not row["baseline"] for row in rows):
+        lines += ["", SMALL_BASE_NOTE]
     if any(row["paper"] for row in rows):
         lines.append("")
         lines.append(

@@ -17,6 +17,7 @@ from evaluation_helpers import REPO, write_json
 from PIL import Image
 
 from detection.evaluation import coco_evaluate
+from detection.evaluation import compare as compare_module
 from detection.modeling import read_checkpoint
 from detection.utils.precision import resolve_precision
 from tools import compare, evaluate, infer
@@ -220,6 +221,23 @@ def test_compare_tables_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(png) as image:
         assert image.width > 300 and image.height > 200
+
+
+def test_compare_relative_change_against_a_baseline_near_zero(tmp_path):
+    """The demo's case: VGG-16 at 0.02 AP50 and 0.0 AP; +13.7 points is not +70000%."""
+    base = metrics_file(tmp_path / "vgg.json", "vgg16", 0.02, 0.0)
+    run_ = metrics_file(tmp_path / "r18.json", "resnet18", 13.77, 4.41, neck="fpn")
+    rc, out, _ = run(compare.main, ["--baseline", base, run_])
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[3].startswith("| ResNet-18 FPN | 13.8 | 4.4 | +13.8 | +4.4 | n/a | n/a |")
+    assert lines[-1] == compare_module.SMALL_BASE_NOTE
+    # a baseline of 1 AP or more gives relative changes again, and no note
+    base = metrics_file(tmp_path / "vgg1.json", "vgg16", 2.0, 1.0)
+    rc, out, _ = run(compare.main, ["--baseline", base, run_])
+    assert "+588.5% | +341.0% |" in out and compare_module.SMALL_BASE_NOTE not in out
+    rc, out, _ = run(compare.main, ["--baseline", base, run_, "--format", "csv"])
+    assert float(list(csv.DictReader(io.StringIO(out)))[1]["rel_map_pct"]) == pytest.approx(341.0)
 
 
 def test_compare_errors(tmp_path, capsys):
