@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import nms, roi_align, roi_pool
+from torchvision.ops import nms, remove_small_boxes, roi_align, roi_pool
 
+from ..modeling.poolers import assign_levels
 from ..modeling.rcnn import FasterRCNN
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -35,13 +36,6 @@ def _clip(boxes: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> tor
     x = torch.minimum(torch.maximum(boxes[..., 0::2], zero), width)
     y = torch.minimum(torch.maximum(boxes[..., 1::2], zero), height)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
-
-
-def _nonempty(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
-    """Indices of the boxes whose sides are both >= min_size (torchvision's remove_small_boxes)."""
-    ws = boxes[:, 2] - boxes[:, 0]
-    hs = boxes[:, 3] - boxes[:, 1]
-    return torch.where((ws >= min_size) & (hs >= min_size))[0]
 
 
 def _batched_nms(
@@ -108,8 +102,8 @@ class DeployableDetector(nn.Module):
         self.aligned = bool(pooler.aligned)
         self.min_level = pooler.min_level
         self.max_level = pooler.max_level
-        self.canonical_size = float(pooler.canonical_size)
-        self.canonical_level = float(pooler.canonical_level)
+        self.canonical_size = pooler.canonical_size
+        self.canonical_level = pooler.canonical_level
         self.box_coder = heads.box_coder
         self.score_thresh = float(heads.score_thresh)
         self.nms_thresh = float(heads.nms_thresh)
@@ -179,7 +173,7 @@ class DeployableDetector(nn.Module):
             levels.append(torch.full_like(top, level))
         boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
         boxes = _clip(boxes, height, width)
-        keep = _nonempty(boxes, self.rpn_min_box_size)
+        keep = remove_small_boxes(boxes, self.rpn_min_box_size)
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
         keep = _batched_nms(boxes, scores, levels, self.rpn_nms_thresh, bound)
         return boxes[keep[: self.post_nms_topk]]
@@ -197,12 +191,9 @@ class DeployableDetector(nn.Module):
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         if len(features) == 1:
             return self._pool(features[0], rois, self.scales[0])
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        level = torch.floor(
-            self.canonical_level + torch.log2(torch.sqrt(area) / self.canonical_size) + 1e-6
+        level = assign_levels(
+            boxes, self.min_level, self.max_level, self.canonical_size, self.canonical_level
         )
-        level = torch.clamp(level, min=self.min_level, max=self.max_level).to(torch.int64)
-        level = level - self.min_level
         channels = features[0].shape[1]
         out = torch.zeros(
             (rois.shape[0], channels, self.resolution[0], self.resolution[1]),
@@ -230,7 +221,7 @@ class DeployableDetector(nn.Module):
         labels = labels[:, 1:].reshape(-1)
         keep = torch.where(scores > self.score_thresh)[0]
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = _nonempty(boxes, 1e-2)
+        keep = remove_small_boxes(boxes, 1e-2)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         bound = torch.maximum(height, width) + 1.0
         keep = _batched_nms(boxes, scores, labels, self.nms_thresh, bound)
