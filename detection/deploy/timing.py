@@ -16,16 +16,16 @@ from typing import Any
 import torch
 
 from ..engine.benchmark import synthetic_batch
+from ..engine.measure import p90
 from ..predictor import Predictor
 from .export import TOLERANCES, OnnxRunner, compare_detections, read_metadata
 
 
 def _stats(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
     return {
         "median_s": statistics.median(times),
-        "p90_s": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
-        "min_s": ordered[0],
+        "p90_s": p90(times),
+        "min_s": min(times),
         "times_s": times,
     }
 

@@ -23,7 +23,14 @@ from ..modeling import build_model, inference_options, prepare_for_inference
 from ..modeling.twin import torchvision_twin
 from ..predictor import Predictor
 from ..utils.precision import PRECISIONS, autocast
-from .measure import StageTimer, flops_per_image, matmul_peak_gflops, profile_top_ops, wall_time
+from .measure import (
+    StageTimer,
+    flops_per_image,
+    matmul_peak_gflops,
+    p90,
+    profile_top_ops,
+    wall_time,
+)
 from .trainer import use_channels_last
 
 Progress = Callable[[str], None]
@@ -160,12 +167,11 @@ def _measure(
 def _speed(times: list[float], backbone_times: list[float], batch: int) -> dict[str, float]:
     """Median / p90 seconds per iteration, images/s and the backbone's share of one model."""
     med = statistics.median(times)
-    p90 = sorted(times)[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     # in training the hooks time the backbone's forward only
     backbone = statistics.median(backbone_times[: len(times)])
     return {
         "median_s": med,
-        "p90_s": p90,
+        "p90_s": p90(times),
         "images_per_s": batch / med,
         "per_image_median_s": med / batch,
         "backbone_median_s": backbone,

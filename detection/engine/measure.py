@@ -56,6 +56,12 @@ def flops_per_image(model: nn.Module, images: list[torch.Tensor], targets=None) 
     return counter.get_total_flops() / len(images)
 
 
+def p90(times: list[float]) -> float:
+    """The 90th percentile of `times` (nearest rank; the largest of fewer than ten)."""
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+
+
 def wall_time(fn: Callable[[], Any], device: str) -> float:
     """Seconds of one call of `fn`, with the device synchronised before and after."""
     sync(device)
