@@ -220,6 +220,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             fail()
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            fail()
+        ktp, vtp = typing.get_args(tp)
+        return {
+            _coerce(k, ktp, f"{key} (a key)", source): _coerce(v, vtp, f"{key}.{k}", source)
+            for k, v in value.items()
+        }
     if tp is bool:
         if not isinstance(value, bool):
             fail()
@@ -282,6 +290,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"solver.steps must be increasing, got {s.steps}")
     if any(v <= 0 for v in (s.ims_per_batch, s.max_iter, s.checkpoint_period)):
         raise ConfigError("solver.ims_per_batch, solver.max_iter and checkpoint_period must be > 0")
+    if s.accumulate < 1 or s.ims_per_batch % s.accumulate:
+        raise ConfigError(
+            f"solver.accumulate={s.accumulate} must be >= 1 and divide solver.ims_per_batch="
+            f"{s.ims_per_batch} (each pass takes ims_per_batch / accumulate images)"
+        )
+    if s.patience < 0:
+        raise ConfigError(f"solver.patience must be >= 0 (0 = never stop early), got {s.patience}")
     if not cfg.input.min_size_train:
         raise ConfigError("input.min_size_train needs at least one size")
     m = cfg.model

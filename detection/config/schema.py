@@ -122,6 +122,17 @@ class ModelConfig:
     input_format: str = opt("RGB", "channel order the backbone's weights expect", ("RGB", "BGR"))
     pixel_mean: list[float] = opt([0.485, 0.456, 0.406], "per-channel mean (inputs in [0, 1])")
     pixel_std: list[float] = opt([0.229, 0.224, 0.225], "per-channel std (inputs in [0, 1])")
+    weights: str | None = opt(
+        None,
+        "a detector checkpoint to start from (resdet's, or a torchvision detector converted by "
+        "tools/convert_weights.py): every tensor whose name and shape match is loaded, the class "
+        "predictor is re-initialised when the classes differ (see class_map); null = none",
+    )
+    class_map: dict[str, str] = opt(
+        {},
+        "with model.weights: source class name -> target class name; the class predictor's "
+        "rows of these classes are copied from the checkpoint instead of re-initialised",
+    )
     compile: bool = opt(
         False,
         "torch.compile the backbone for evaluation and inference (eager, with a warning, where "
@@ -209,6 +220,17 @@ class SolverConfig:
         ("auto", "channels_last", "contiguous"),
     )
     clip_grad_norm: float | None = opt(None, "clip the gradient norm to this value; null = off")
+    accumulate: int = opt(
+        1,
+        "forward/backward passes per optimizer step: each pass takes ims_per_batch / accumulate "
+        "images (per process), so ims_per_batch stays the batch of the step; the schedule "
+        "counts optimizer steps",
+    )
+    patience: int = opt(
+        0,
+        "stop training after this many evaluations (test.eval_period > 0) without a new best "
+        "test.best_metric; 0 = never stop early",
+    )
 
 
 @dataclass
@@ -229,6 +251,20 @@ class EvaluationConfig:
         "autocast dtype of evaluation and inference: auto = bf16 where the hardware runs it "
         "natively, fp32 elsewhere; fp32, bf16 or fp16 (CUDA) force one",
         ("auto", "fp32", "bf16", "fp16"),
+    )
+    best_metric: str = opt(
+        "AP",
+        "bbox metric (higher is better) that picks model_best.pth among the evaluations of a "
+        "training run (test.eval_period > 0)",
+        ("AP", "AP50", "AP75", "APs", "APm", "APl"),
+    )
+    analyze: bool = opt(
+        False,
+        "after the final evaluation of training, also write the diagnostics of "
+        "tools/evaluate.py --analyze (eval/analysis/)",
+    )
+    analyze_score_thresh: float = opt(
+        0.5, "score threshold of the diagnostics' per-class precision / recall and confusions"
     )
     evaluator: str = opt(
         "pycocotools",
