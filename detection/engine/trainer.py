@@ -109,9 +109,6 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         if not self.info.is_main:
             self.log = lambda msg: None
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out)
         seed_all(cfg.seed)  # equal initial weights on every rank
         self.dataset = build_dataset(cfg, "train")
         k = len(self.dataset.class_names)
@@ -127,6 +124,11 @@ class Trainer:
             self.model.set_channels_last(True)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
+        # only now that the data, the model (and model.weights) and the schedule are known
+        # good: bad input must fail before anything is written
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out)
         use_scaler = self.precision.name == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.checkpointer = Checkpointer(self.out, cfg.solver.keep_checkpoints)

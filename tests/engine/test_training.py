@@ -46,9 +46,10 @@ def test_train_writes_metrics_checkpoints_and_config(tiny_config):
 
 
 def test_mismatched_class_count_is_a_config_error(tiny_config):
-    path, _ = tiny_config
+    path, out = tiny_config
     with pytest.raises(ConfigError, match="set model.roi_heads.num_classes=5"):
         Trainer(load_config(path, ["model.roi_heads.num_classes=80"]))
+    assert not out.exists()  # refused before anything was written
 
 
 def free_port() -> int:
