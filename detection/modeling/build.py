@@ -22,6 +22,7 @@ from backbones.resnet import ResNet, split_after
 from ..config import Config, ConfigError, config_from_dict, load_config
 from .anchors import AnchorGenerator
 from .box_heads import FastRCNNPredictor, Res5Head, TwoFCHead, VGGBoxHead
+from .finetune import apply_detector_weights, read_detector_weights
 from .poolers import RoIPooler
 from .rcnn import FasterRCNN
 from .roi_heads import RoIHeads
@@ -195,26 +196,37 @@ def build_roi_heads(cfg: Config, parts: DetectorParts) -> RoIHeads:
 def build_model(
     cfg: Config,
     *,
-    load_backbone_weights: bool = True,
+    load_weights: bool = True,
     class_names: Sequence[str] | None = None,
+    load_backbone_weights: bool | None = None,
 ) -> FasterRCNN:
     """The Faster R-CNN that `cfg.model` describes (C4, FPN or VGG-16).
 
-    With `load_backbone_weights`, `model.backbone.weights` (ImageNet) initialises the backbone
-    and the ImageNet part of the box head (res5 or fc6/fc7).
+    With `load_weights`, the weights the config names initialise it: `model.weights` (a
+    detector checkpoint) the whole detector, with `model.class_map` and `class_names` (the
+    training set's) deciding the class predictor, its report in `model.weights_report`; or else
+    `model.backbone.weights` (ImageNet) the backbone and the ImageNet part of the box head (res5
+    or fc6/fc7). Without, the model keeps its random initialisation (to load a checkpoint into).
+    `load_backbone_weights` is the older name of `load_weights`.
     """
+    if load_backbone_weights is not None:
+        load_weights = load_backbone_weights
     _check_architecture(cfg)
     m = cfg.model
-    weights = m.backbone.weights if load_backbone_weights else None
-    parts = design_builder(cfg)(cfg, weights)
-    rpn = build_rpn(cfg, parts)
-    roi_heads = build_roi_heads(cfg, parts)
     num_classes = m.roi_heads.num_classes
     if class_names is not None and len(class_names) != num_classes:
         raise ConfigError(
             f"{len(class_names)} class names but model.roi_heads.num_classes={num_classes}"
         )
-    return FasterRCNN(
+    # read and check model.weights and model.class_map before any work
+    detector = read_detector_weights(cfg, class_names) if load_weights else None
+    # a detector checkpoint replaces every backbone tensor: reading ImageNet weights (or
+    # downloading them, for a torchvision name) only to overwrite them would be wasted
+    backbone_weights = m.backbone.weights if load_weights and detector is None else None
+    parts = design_builder(cfg)(cfg, backbone_weights)
+    rpn = build_rpn(cfg, parts)
+    roi_heads = build_roi_heads(cfg, parts)
+    model = FasterRCNN(
         parts.backbone,
         rpn,
         roi_heads,
@@ -229,6 +241,10 @@ def build_model(
         class_names=class_names,
         cfg=cfg,
     )
+    model.weights_report = None
+    if detector is not None:
+        model.weights_report = apply_detector_weights(model, detector, cfg)
+    return model
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -270,7 +286,8 @@ def load_model(
             f" ({config}); use the config the checkpoint was trained with (omit --config to use "
             "the embedded one)"
         )
-    model = build_model(cfg, load_backbone_weights=False, class_names=ckpt.get("class_names"))
+    # model.weights is not read: the checkpoint holds the weights (its start point may be gone)
+    model = build_model(cfg, load_weights=False, class_names=ckpt.get("class_names"))
     result = model.load_state_dict(ckpt["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
