@@ -1,4 +1,8 @@
-"""Building backbones and ImageNet classifiers by name."""
+"""Building backbones and classifiers by name.
+
+Detection backbones (`list_backbones`) are the ImageNet ResNets and VGG-16; classifiers
+(`list_classifiers`) are those plus the CIFAR-10 ResNets, which only classify 32x32 images.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,20 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .cifar import CIFAR_SPECS, CifarResNet
 from .norm import NORMS, freeze
 from .resnet import RESNET_SPECS, SHORTCUTS, STAGES, ResNet, ResNetClassifier
 from .vgg import VGG, VGG_SPECS, VGG_STAGES, VGGClassifier
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by build_backbone and build_classifier."""
+    """Names accepted by build_backbone (and build_classifier): the detection backbones."""
     return [*RESNET_SPECS, *VGG_SPECS]
+
+
+def list_classifiers() -> list[str]:
+    """Names accepted by build_classifier: the backbones and the CIFAR-10 ResNets."""
+    return [*list_backbones(), *CIFAR_SPECS]
 
 
 def stage_names(name: str) -> list[str]:
@@ -151,17 +161,56 @@ def build_backbone(
     return backbone
 
 
+def _check_cifar_options(
+    name: str, shortcut: str, freeze_at: int, norm: str, stride_in_1x1: bool, zero_init: bool
+) -> None:
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if freeze_at != 0:
+        raise ValueError(f"{name} is trained whole: freeze_at must be 0, got {freeze_at!r}")
+    if stride_in_1x1:
+        raise ValueError(f"{name} has no 1x1 convolutions: stride_in_1x1 must be false")
+    if zero_init and (shortcut == "none" or norm == "FrozenBN"):
+        raise ValueError(
+            f"zero_init_residual needs residual blocks with trainable norms; {name} with shortcut "
+            f"{shortcut!r} and norm {norm!r} would keep a zero branch at zero"
+        )
+
+
 def build_classifier(
     name: str,
     num_classes: int = 1000,
     *,
-    shortcut: str = "B",
+    shortcut: str | None = None,
     freeze_at: int = 0,
     norm: str = "BN",
     stride_in_1x1: bool = False,
     zero_init_residual: bool = False,
 ) -> nn.Module:
-    """The ImageNet classifier of `name` (backbone, pooling, fc layers) for checks and transfer."""
+    """The classifier of `name` (backbone, pooling, fc layers) for pretraining and transfer.
+
+    ImageNet ResNets: global average pool + fc; VGG-16: pool5, fc6, fc7, fc8; CIFAR ResNets
+    (`cifar_resnet20` ... `cifar_resnet110`): global average pool + fc on 32x32 inputs.
+    `shortcut` defaults to the paper's choice: "A" for the CIFAR nets, "B" for the others.
+    """
+    if name in CIFAR_SPECS:
+        shortcut = "A" if shortcut is None else shortcut
+        _check_cifar_options(name, shortcut, freeze_at, norm, stride_in_1x1, zero_init_residual)
+        return CifarResNet(
+            name,
+            num_classes,
+            shortcut=shortcut,
+            norm=norm,
+            zero_init_residual=zero_init_residual,
+        )
+    if name not in RESNET_SPECS and name not in VGG_SPECS:
+        raise ValueError(
+            f"unknown classifier {name!r}{_did_you_mean(str(name), list_classifiers())}; "
+            f"valid names: {', '.join(list_classifiers())}"
+        )
+    shortcut = "B" if shortcut is None else shortcut
     _check_options(name, None, shortcut, freeze_at, norm, stride_in_1x1, zero_init_residual)
     model = _construct(
         name,
