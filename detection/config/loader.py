@@ -62,13 +62,14 @@ def field_docs(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any
     return out
 
 
-def _suggest(key: str) -> str:
+def _suggest(key: str, schema: type = Config) -> str:
     """' Did you mean X?' for the closest valid dotted key (by full key, then by last part)."""
-    keys = [k for k in all_keys() if k.count(".") == key.count(".")] or all_keys()
+    every = all_keys(schema)
+    keys = [k for k in every if k.count(".") == key.count(".")] or every
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     if not close:
         leaf = key.rsplit(".", 1)[-1]
-        by_leaf = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in every}
         close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1)]
     return f"; did you mean {close[0]}?" if close else ""
 
@@ -96,8 +97,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_keys(data: Mapping[str, Any], cls: type, prefix: str, source: str) -> None:
-    """Every key of `data` exists in the schema `cls` (recursively)."""
+def _check_keys(
+    data: Mapping[str, Any], cls: type, prefix: str, source: str, schema: type = Config
+) -> None:
+    """Every key of `data` exists in the schema `cls` (recursively; `schema` is the top level
+    dataclass, for the suggestion)."""
     fields = _fields(cls)
     hints = _hints(cls)
     for name, value in data.items():
@@ -108,13 +112,13 @@ def _check_keys(data: Mapping[str, Any], cls: type, prefix: str, source: str) ->
             while isinstance(value, Mapping) and len(value) == 1:
                 sub, value = next(iter(value.items()))
                 full += f".{sub}"
-            raise ConfigError(f"unknown config key '{full}' in {source}{_suggest(full)}")
+            raise ConfigError(f"unknown config key '{full}' in {source}{_suggest(full, schema)}")
         if dataclasses.is_dataclass(hints[name]):
             if not isinstance(value, Mapping):
                 raise ConfigError(
                     f"'{key}' in {source} is a section and must be a mapping of keys, got {value!r}"
                 )
-            _check_keys(value, hints[name], key + ".", source)
+            _check_keys(value, hints[name], key + ".", source, schema)
 
 
 def _merge(base: dict, child: Mapping, sources: dict, source: str, prefix: str = "") -> None:
@@ -131,7 +135,9 @@ def _merge(base: dict, child: Mapping, sources: dict, source: str, prefix: str =
             sources[key] = source
 
 
-def _load_file(path: Path, sources: dict, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _load_file(
+    path: Path, sources: dict, chain: tuple[Path, ...] = (), schema: type = Config
+) -> dict[str, Any]:
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
@@ -149,8 +155,10 @@ def _load_file(path: Path, sources: dict, chain: tuple[Path, ...] = ()) -> dict[
         base_path = path.parent / base
         if not base_path.exists():
             raise ConfigError(f"{path}: _base_ file not found: {base} (looked at {base_path})")
-        _merge(merged, _load_file(base_path, sources, (*chain, path)), sources, str(base_path))
-    _check_keys(data, Config, "", str(path))
+        _merge(
+            merged, _load_file(base_path, sources, (*chain, path), schema), sources, str(base_path)
+        )
+    _check_keys(data, schema, "", str(path), schema)
     # keys set by a file are credited to it; inherited ones keep their base file as source
     _merge(merged, data, sources, str(path))
     return merged
@@ -172,13 +180,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _apply_override(data: dict, text: str, sources: dict) -> None:
+def _apply_override(data: dict, text: str, sources: dict, schema: type = Config) -> None:
     key, value = parse_override(text)
     parts = key.split(".")
     nested: Any = value
     for part in reversed(parts):
         nested = {part: nested}
-    _check_keys(nested, Config, "", f"override {text!r}")
+    _check_keys(nested, schema, "", f"override {text!r}", schema)
     _merge(data, nested, sources, f"override {text!r}")
 
 
@@ -326,18 +334,39 @@ def _validate(cfg: Config) -> None:
 # Public API
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
+SchemaT = typing.TypeVar("SchemaT")
+
+
+@typing.overload
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config: ...
+
+
+@typing.overload
+def load_config(
+    path: str | os.PathLike | None, overrides: Iterable[str], *, schema: type[SchemaT]
+) -> SchemaT: ...
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    schema: type = Config,
+) -> Any:
     """The config of YAML file `path` (defaults when None) with `overrides` applied.
 
     Raises ConfigError naming the file or override for unknown keys, wrong types and
-    values outside an enumeration.
+    values outside an enumeration. `schema` is the dataclass to build (the detection Config by
+    default; the classifier's schema for tools/train_classifier.py); the checks across fields
+    are the detection Config's own, other schemas check theirs after loading.
     """
     sources: dict[str, str] = {}
-    data = _load_file(Path(path), sources) if path is not None else {}
+    data = _load_file(Path(path), sources, schema=schema) if path is not None else {}
     for text in overrides:
-        _apply_override(data, text, sources)
-    cfg = _build(Config, data, sources)
-    _validate(cfg)
+        _apply_override(data, text, sources, schema)
+    cfg = _build(schema, data, sources)
+    if schema is Config:
+        _validate(cfg)
     return cfg
 
 
