@@ -1,4 +1,5 @@
-"""COCO evaluation (pycocotools), inference over data loaders and image files, comparison tables.
+"""COCO evaluation (pycocotools), inference over data loaders and image files, comparison tables,
+diagnostics (per-class precision / recall, confusions, PR curves: analyze_detections).
 
 Metrics are in percent; a metric is None (null in JSON) where COCOeval has no ground truth to
 average over (an empty area range, or a category without boxes in the evaluated images).
@@ -15,6 +16,8 @@ from .compare import (
     load_entry,
     plot_comparison,
 )
+from .diagnostics import analyze_detections
+from .diagnostics_report import format_analysis, write_analysis
 from .evaluator import (
     check_classes,
     default_output_dir,
@@ -28,6 +31,7 @@ from .inference import infer_shard, inference_on_dataset, merge_by_image
 from .predict import list_images, predict_images
 
 __all__ = [
+    "analyze_detections",
     "check_classes",
     "coco_evaluate",
     "comparison_rows",
@@ -38,6 +42,7 @@ __all__ = [
     "training_evaluator",
     "find_metrics",
     "format_csv",
+    "format_analysis",
     "format_markdown",
     "format_table",
     "infer_shard",
@@ -50,5 +55,6 @@ __all__ = [
     "plot_comparison",
     "predict_images",
     "run_evaluation",
+    "write_analysis",
     "write_json",
 ]
