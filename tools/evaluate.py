@@ -3,6 +3,7 @@
     python tools/evaluate.py --checkpoint output/model_final.pth [--output-dir DIR] [KEY=VALUE ...]
     python tools/evaluate.py --checkpoint CKPT data.test.annotations=ann.json data.test.images=img/
     torchrun --nproc_per_node 2 tools/evaluate.py --checkpoint CKPT     # one shard per process
+    python tools/evaluate.py --checkpoint CKPT --analyze [--score-thresh 0.5]   # diagnostics
 
 The config is the one embedded in the checkpoint plus the overrides; with --config, that file
 plus the overrides replace it. Writes DIR/metrics.json ({"bbox": {AP, AP50, AP75, APs, APm, APl,
@@ -10,17 +11,25 @@ per_category}, "checkpoint", "config", "dataset", "num_images", "inference"}; nu
 is no ground truth to average over) and DIR/detections.json (COCO results). DIR defaults to
 <output_dir>/eval of the resolved config. Under torchrun (WORLD_SIZE > 1) each process infers
 its shard (gloo on CPU, NCCL on CUDA) and rank 0 evaluates and writes.
+
+--analyze (or test.analyze=true) also writes DIR/analysis/: per-class precision / recall / TP /
+FP / FN of the detections scoring >= --score-thresh (default test.analyze_score_thresh, 0.5),
+matched at IoU 0.5; a confusion matrix with background (missed objects, false detections);
+PR curves per class (pr_<class>.png); the worst images. analysis.json holds every number,
+summary.md (printed) the tables, confusion_matrix.png the matrix.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from detection.config import ConfigError
 from detection.config.cli import add_config_arguments, print_config, tool_parser
 from detection.data import build_dataset
 from detection.evaluation import (
+    check_analyze,
     check_classes,
     default_output_dir,
     evaluate_model,
@@ -41,7 +50,50 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="also write diagnostics to DIR/analysis/ and print them: per-class precision and "
+        "recall, confusions, PR curves, worst images (also done when test.analyze is true)",
+    )
+    parser.add_argument(
+        "--score-thresh",
+        type=float,
+        metavar="T",
+        help="score threshold in [0, 1] of --analyze (default: test.analyze_score_thresh)",
+    )
     return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 on bad flags, before anything is loaded or written."""
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.score_thresh is not None and not args.analyze:
+        parser.exit(
+            2,
+            f"{parser.prog}: error: --score-thresh is the threshold of --analyze: add --analyze\n",
+        )
+    # (a NaN fails the comparison too)
+    if args.score_thresh is not None and not 0.0 <= args.score_thresh <= 1.0:
+        parser.exit(
+            2, f"{parser.prog}: error: --score-thresh must be in [0, 1], got {args.score_thresh}\n"
+        )
+
+
+def _analyze_threshold(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, cfg, output_dir
+) -> float | None:
+    """The diagnostics' score threshold (None: no diagnostics), or exit 2 if the config's is
+    out of range."""
+    if not (args.analyze or cfg.test.analyze):
+        return None
+    thresh = args.score_thresh if args.score_thresh is not None else cfg.test.analyze_score_thresh
+    try:
+        check_analyze(thresh, output_dir)
+    except ValueError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    return thresh
 
 
 def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str, rank: int):
@@ -81,14 +133,21 @@ def _report(record: dict, world_size: int, output_dir) -> None:
         f"{speed.get('precision', 'fp32')} ({world_size} process(es))"
     )
     print(f"wrote {output_dir}/metrics.json and {output_dir}/detections.json")
+    if "analysis" in record:
+        folder = Path(record["analysis"]["dir"])
+        print()
+        print((folder / "summary.md").read_text(), end="")
+        print(
+            f"\nwrote the diagnostics to {folder}/: analysis.json (every number), summary.md, "
+            "confusion_matrix.png, pr_<class>.png"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate the checkpoint; returns the exit status."""
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    _check_args(parser, args)
     try:
         info = init_distributed(args.device)
         rank, world_size, device = info.rank, info.world_size, device_of(info, args.device)
@@ -97,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, cfg, dataset = _load(parser, args, device, rank)
         output_dir = args.output_dir or default_output_dir(cfg)
+        analyze = _analyze_threshold(parser, args, cfg, output_dir)
         record = evaluate_model(
             model,
             cfg,
@@ -109,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             progress=not args.no_progress,
             summary=sys.stdout if rank == 0 else None,
+            analyze=analyze,
         )
         if rank == 0:
             _report(record, world_size, output_dir)

@@ -19,6 +19,7 @@ from .compare import (
 from .diagnostics import analyze_detections
 from .diagnostics_report import format_analysis, write_analysis
 from .evaluator import (
+    check_analyze,
     check_classes,
     default_output_dir,
     evaluate_checkpoint,
@@ -32,6 +33,7 @@ from .predict import list_images, predict_images
 
 __all__ = [
     "analyze_detections",
+    "check_analyze",
     "check_classes",
     "coco_evaluate",
     "comparison_rows",

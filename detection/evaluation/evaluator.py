@@ -3,7 +3,9 @@
 metrics.json holds {"bbox": {AP, AP50, AP75, APs, APm, APl, per_category}, "checkpoint",
 "config", "dataset", "num_images", "inference"}; detections.json the COCO results (the
 dataset's category ids, xywh boxes in original image pixels). Values are in percent; null
-where COCOeval has no ground truth to average over (see detection.evaluation.coco).
+where COCOeval has no ground truth to average over (see detection.evaluation.coco). With
+`analyze` (a score threshold), the diagnostics of detection.evaluation.diagnostics go to
+analysis/ next to them, and metrics.json names that folder ("analysis": {dir, score_thresh}).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ..predictor import Predictor
 from ..utils.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
 from ..utils.io import write_json
 from .coco import coco_evaluate
+from .diagnostics import analyze_detections
+from .diagnostics_report import write_analysis
 from .inference import infer_shard, merge_by_image, sorted_results, unwrap
 
 logger = logging.getLogger(__name__)
@@ -137,6 +141,7 @@ def run_evaluation(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     summary: TextIO | None = None,
+    analyze: float | None = None,
 ) -> dict[str, Any]:
     """Infer `loader` (this process's shard of `dataset`), gather on rank 0, evaluate with
     pycocotools and, when `output_dir` is given, write metrics.json and detections.json there
@@ -144,7 +149,10 @@ def run_evaluation(
 
     `dataset` needs `annotations_path`, `class_names` and `label_to_category_id` (a
     detection.data.COCODataset has them). Only the images the loaders yielded are evaluated.
+    `analyze`: a score threshold in [0, 1] to also write the diagnostics (per-class precision /
+    recall, confusions, PR curves, worst images) to <output_dir>/analysis/; None for none.
     """
+    check_analyze(analyze, output_dir)
     check_classes(model, cfg, dataset)
     start = time.perf_counter()
     per_image = infer_shard(
@@ -165,11 +173,58 @@ def run_evaluation(
         record["inference"]["precision"] = getattr(module, "precision", "fp32")
         record["inference"]["channels_last"] = bool(getattr(module, "channels_last", False))
         if output_dir is not None:
-            out = Path(output_dir)
-            write_json(out / "detections.json", results)
-            write_json(out / "metrics.json", record)
-            logger.info("wrote %s and %s", out / "metrics.json", out / "detections.json")
+            _write_outputs(Path(output_dir), record, results, list(merged), cfg, dataset, analyze)
     return broadcast_from_main(record)
+
+
+def check_analyze(analyze: float | None, output_dir: str | os.PathLike | None) -> None:
+    """The diagnostics' score threshold must be in [0, 1], and they need a folder to go to."""
+    if analyze is None:
+        return
+    if not 0.0 <= analyze <= 1.0:
+        raise ValueError(
+            f"the score threshold of the diagnostics must be in [0, 1], got {analyze} "
+            "(test.analyze_score_thresh, or --score-thresh of tools/evaluate.py)"
+        )
+    if output_dir is None:
+        raise ValueError("the diagnostics (analyze) are written to files: give an output_dir")
+
+
+def _write_outputs(
+    out: Path,
+    record: dict[str, Any],
+    results: list[dict[str, Any]],
+    image_ids: list[int],
+    cfg: Config,
+    dataset,
+    analyze: float | None,
+) -> None:
+    """detections.json and metrics.json, then, with `analyze`, the diagnostics in
+    out/analysis/ and metrics.json again naming them (the metrics are safe on disk first)."""
+    write_json(out / "detections.json", results)
+    write_json(out / "metrics.json", record)
+    logger.info("wrote %s and %s", out / "metrics.json", out / "detections.json")
+    if analyze is None:
+        return
+    labels = sorted(dataset.label_to_category_id)
+    analysis = analyze_detections(
+        dataset.annotations_path,
+        results,
+        score_thresh=analyze,
+        image_ids=image_ids,
+        class_names=[dataset.class_names[label - 1] for label in labels],
+        category_ids=[dataset.label_to_category_id[label] for label in labels],
+        backend=cfg.test.evaluator,
+    )
+    written = write_analysis(analysis, out / "analysis")
+    record["analysis"] = {"dir": str(written["dir"]), "score_thresh": float(analyze)}
+    write_json(out / "metrics.json", record)
+    logger.info(
+        "wrote the diagnostics (score >= %g) to %s: %s",
+        analyze,
+        written["dir"],
+        ", ".join(written["files"]),
+    )
 
 
 def evaluate_model(
@@ -185,12 +240,16 @@ def evaluate_model(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     summary: TextIO | None = None,
+    analyze: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` on cfg's test set (built with detection.data unless `dataset` is given,
     e.g. kept by a training loop across periodic evaluations), each process its shard; rank and
     world size default to torch.distributed's. Returns the metrics record on every rank; writes
-    metrics.json / detections.json to `output_dir` when given (rank 0)."""
+    metrics.json / detections.json to `output_dir` when given (rank 0), and the diagnostics at
+    score threshold `analyze` to <output_dir>/analysis/ when that is not None."""
     from ..data import build_dataset, build_test_loader  # data imports albumentations: lazily
+
+    check_analyze(analyze, output_dir)
 
     rank = get_rank() if rank is None else rank
     world_size = get_world_size() if world_size is None else world_size
@@ -214,6 +273,7 @@ def evaluate_model(
         checkpoint=checkpoint,
         progress=progress,
         summary=summary,
+        analyze=analyze,
     )
 
 
@@ -227,6 +287,7 @@ def evaluate_checkpoint(
     progress: bool = True,
     summary: TextIO | None = None,
     show_config: Callable[[Config], None] | None = None,
+    analyze: bool | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint (see load_checkpoint_model) and evaluate it on its config's test set.
 
@@ -235,6 +296,8 @@ def evaluate_checkpoint(
         output_dir: where metrics.json and detections.json go: a folder, a function of the
             resolved config that names one (e.g. default_output_dir), or None to write nothing.
         show_config: called with the resolved config before inference starts (tools print it).
+        analyze: also write the diagnostics at test.analyze_score_thresh to
+            <output_dir>/analysis/; None: when the resolved config's test.analyze is true.
 
     Returns:
         The metrics record (the content of metrics.json), on every rank.
@@ -244,6 +307,8 @@ def evaluate_checkpoint(
         show_config(cfg)
     if callable(output_dir):
         output_dir = output_dir(cfg)
+    if analyze is None:
+        analyze = cfg.test.analyze and output_dir is not None
     return evaluate_model(
         model,
         cfg,
@@ -252,15 +317,21 @@ def evaluate_checkpoint(
         checkpoint=checkpoint,
         progress=progress,
         summary=summary,
+        analyze=cfg.test.analyze_score_thresh if analyze else None,
     )
 
 
 def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | None = None):
-    """The trainer's evaluation hook: periodic evaluations in memory, the final one written
-    to <output_dir>/eval (metrics.json, detections.json) as the run's result."""
+    """The trainer's evaluation hook `evaluate(model, iteration, final=None)`: periodic
+    evaluations in memory, the final one written to <output_dir>/eval (metrics.json,
+    detections.json) as the run's result, with the diagnostics in <output_dir>/eval/analysis/
+    when test.analyze is true (rank 0). `final` defaults to iteration >= solver.max_iter; a
+    trainer that stops early passes final=True for the model it ends with."""
+    analyze = cfg.test.analyze_score_thresh if cfg.test.analyze else None
+    check_analyze(analyze, default_output_dir(cfg))  # a bad threshold fails before training
 
-    def evaluate(model: nn.Module, iteration: int) -> dict[str, Any]:
-        final = iteration >= cfg.solver.max_iter
+    def evaluate(model: nn.Module, iteration: int, final: bool | None = None) -> dict[str, Any]:
+        final = iteration >= cfg.solver.max_iter if final is None else final
         # the inference path of tools/evaluate.py (test.fast_path, test.precision), on a copy:
         # folding and casting change the weights, which go on training
         module = unwrap(model)
@@ -274,6 +345,7 @@ def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | N
             rank=rank,
             world_size=world_size,
             checkpoint=str(Path(cfg.output_dir) / "model_final.pth") if final else None,
+            analyze=analyze if final else None,
         )
 
     return evaluate
