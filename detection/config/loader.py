@@ -305,6 +305,20 @@ def _validate(cfg: Config) -> None:
         )
     if s.patience < 0:
         raise ConfigError(f"solver.patience must be >= 0 (0 = never stop early), got {s.patience}")
+    if s.patience > 0 and cfg.test.eval_period <= 0:
+        raise ConfigError(
+            f"solver.patience={s.patience} counts periodic evaluations, but test.eval_period="
+            f"{cfg.test.eval_period}; set test.eval_period > 0 or solver.patience=0"
+        )
+    if not 0.0 <= cfg.test.analyze_score_thresh <= 1.0:
+        raise ConfigError(
+            f"test.analyze_score_thresh must be in [0, 1], got {cfg.test.analyze_score_thresh}"
+        )
+    if cfg.model.class_map and not cfg.model.weights:
+        raise ConfigError(
+            "model.class_map maps the classes of a detector checkpoint, but model.weights is "
+            "null; set model.weights=PATH or remove model.class_map"
+        )
     if not cfg.input.min_size_train:
         raise ConfigError("input.min_size_train needs at least one size")
     m = cfg.model
