@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detection.config.datasets import DATASETS, dataset_root, is_resolvable
+from detection.config.datasets import (
+    DATASETS,
+    dataset_label,
+    dataset_root,
+    file_label,
+    is_resolvable,
+)
 
-__all__ = ["DATASETS", "dataset_root", "resolve_dataset"]
+__all__ = ["DATASETS", "dataset_label", "dataset_root", "file_label", "resolve_dataset"]
 
 
 def resolve_dataset(

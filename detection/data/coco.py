@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detection.config.datasets import file_label
+
 from .coco_index import describe_drop, load_coco_index
 from .images import ImageReadError, read_image
 from .transforms import DetectionTransform
@@ -26,7 +28,9 @@ class COCODataset(torch.utils.data.Dataset):
     called as transform(image HxWx3 uint8, boxes [N, 4], seed=None) -> (CHW float tensor, boxes,
     indices of the kept input boxes), see DetectionTransform. `filter_empty` applies to training
     only: evaluation keeps every image. `check_files` looks for missing and zero-byte image
-    files when the dataset is built (see load_coco_index).
+    files when the dataset is built (see load_coco_index). `label` names the dataset in the
+    summary logged when it is built (detection.config.datasets.dataset_label of its config;
+    by default the annotation file's label, FOLDER/STEM).
     """
 
     def __init__(
@@ -39,8 +43,10 @@ class COCODataset(torch.utils.data.Dataset):
         filter_empty: bool = True,
         skip_bad_images: bool = False,
         check_files: bool = True,
+        label: str | None = None,
     ):
         self.annotations_path = Path(annotations)
+        self.label = label if label is not None else file_label(self.annotations_path)
         self.images_dir = Path(images)
         self.train = train
         self.transform = transform if transform is not None else DetectionTransform()
@@ -65,8 +71,9 @@ class COCODataset(torch.utils.data.Dataset):
         r = self.records
         counts = {k: v for k, v in self.drop_counts.items() if v}
         summary = (
-            f"{self.annotations_path}: {len(self)} images, {len(r['boxes'])} boxes, "
-            f"{len(self.class_names)} classes ({'train' if self.train else 'eval'})"
+            f"dataset {self.label} ({'training' if self.train else 'evaluation'}): kept "
+            f"{len(self)} images, {len(r['boxes'])} boxes, {len(self.class_names)} classes "
+            f"from {self.annotations_path}"
         )
         problems = {k: counts[k] for k in counts if k not in ("crowd", "empty_image")}
         if problems:
