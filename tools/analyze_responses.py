@@ -28,7 +28,7 @@ import torch
 
 from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
-from detection.config.cli import tool_parser
+from detection.config.cli import configure_logging, tool_parser
 
 
 class _ModelStart(argparse.Action):
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    configure_logging(args)
     if not args.models:
         parser.error("give at least one --backbone or --checkpoint")
     if args.num_images < 1 or args.size < 1:

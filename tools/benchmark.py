@@ -28,7 +28,12 @@ import sys
 
 import torch
 
-from detection.config.cli import add_config_arguments, config_from_args, tool_parser
+from detection.config.cli import (
+    add_config_arguments,
+    config_from_args,
+    configure_logging,
+    tool_parser,
+)
 from detection.engine.benchmark import benchmark, benchmark_data
 from detection.evaluation.timing import benchmark_eval
 from detection.utils.precision import PRECISIONS
@@ -208,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
     args = parser.parse_intermixed_args(argv)
+    configure_logging(args)
     if args.onnx:
         if not args.checkpoint:
             parser.error("--onnx needs --checkpoint (the checkpoint the file was exported from)")

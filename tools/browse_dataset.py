@@ -12,7 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detection.config.cli import add_config_arguments, config_from_args, print_config
+from detection.config.cli import (
+    add_config_arguments,
+    add_logging_arguments,
+    config_from_args,
+    configure_logging,
+    print_config,
+)
 from detection.data import browse_dataset
 
 
@@ -20,10 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     """Write the drawn images; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
+    add_logging_arguments(parser)
     parser.add_argument("--split", choices=("train", "test"), default="train")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the images")
     parser.add_argument("--num", type=int, default=20, help="number of images to write")
     args, cfg = config_from_args(parser, argv)
+    configure_logging(args)
     print_config(cfg)
     written = browse_dataset(cfg, args.split, args.output, args.num)
     print(f"wrote {len(written)} images to {args.output}")

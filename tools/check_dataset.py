@@ -14,7 +14,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from detection.config.cli import add_config_arguments, config_from_args, tool_parser
+from detection.config.cli import (
+    add_config_arguments,
+    config_from_args,
+    configure_logging,
+    tool_parser,
+)
 from detection.data.check import check_dataset
 
 
@@ -28,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     args, cfg = config_from_args(parser, argv)
+    configure_logging(args)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     problems = 0
     data_log = logging.getLogger("detection.data")

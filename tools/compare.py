@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from detection.config.cli import tool_parser
+from detection.config.cli import configure_logging, tool_parser
 from detection.evaluation.compare import (
     comparison_rows,
     dataset_mismatch,
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the comparison table (and draw the plot); returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    configure_logging(args)
     try:
         baseline = load_entry(args.baseline)
         runs = [load_entry(run) for run in args.runs]

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from detection.config.cli import add_logging_arguments, configure_logging
 from detection.data.voc import convert_voc
 
 
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         default="crowd",
         help="difficult objects: iscrowd=1 (ignored in evaluation) or dropped",
     )
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    configure_logging(args)
     categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
     try:
         coco = convert_voc(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from detection.config.cli import add_logging_arguments, configure_logging
 from detection.engine.checkpoint import model_checkpoint, save_atomic
 from detection.modeling import build_model
 from detection.modeling.convert import (
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=["torchvision"], default="torchvision")
     parser.add_argument("--input", required=True, help="state dict of fasterrcnn_resnet50_fpn")
     parser.add_argument("--output", required=True, help="checkpoint to write")
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    configure_logging(args)
     try:
         state = torch.load(args.input, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from detection.config import ConfigError
-from detection.config.cli import tool_parser
+from detection.config.cli import configure_logging, tool_parser
 from detection.deploy import DEFAULT_OPSET, FORMATS, ExportError, ParityError, export_checkpoint
 
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the embedded config"
     )
     args = parser.parse_intermixed_args(argv)
+    configure_logging(args)
     try:
         report = export_checkpoint(
             args.checkpoint,

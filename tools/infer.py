@@ -23,6 +23,7 @@ from pathlib import Path
 
 from detection import Predictor
 from detection.config import ConfigError
+from detection.config.cli import add_logging_arguments, configure_logging
 from detection.deploy.video import (
     VIDEO_EXTENSIONS,
     VideoReadError,
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the embedded config"
     )
+    add_logging_arguments(parser)
     args = parser.parse_intermixed_args(argv)
+    configure_logging(args)
     if args.every < 1:
         parser.exit(2, f"{parser.prog}: error: --every {args.every}: give a positive number\n")
     try:

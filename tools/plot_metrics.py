@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from detection.config.cli import add_logging_arguments, configure_logging  # noqa: E402
+
 LOSSES = ("total_loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
 
 
@@ -62,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="output directory of a run (or a metrics.jsonl)")
     parser.add_argument("--output", type=Path, help="PNG to write (default RUN/curves.png)")
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    configure_logging(args)
     try:
         records = read_metrics(args.run)
     except FileNotFoundError as e:

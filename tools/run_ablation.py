@@ -26,7 +26,7 @@ from detection.analysis.ablation import (
     write_tables,
 )
 from detection.config import ConfigError
-from detection.config.cli import tool_parser
+from detection.config.cli import configure_logging, tool_parser
 from detection.data import ImageReadError
 
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # intermixed: overrides may follow flags (SET --output-dir D KEY=VALUE) as in other tools
     args = parser.parse_intermixed_args(argv)
+    configure_logging(args)
     try:
         ablation = load_ablation_set(args.set, args.output_dir)
         results = run_ablation(

@@ -18,7 +18,13 @@ import sys
 import torch
 
 from detection.config import ConfigError
-from detection.config.cli import add_config_arguments, config_from_args, print_config, tool_parser
+from detection.config.cli import (
+    add_config_arguments,
+    config_from_args,
+    configure_logging,
+    print_config,
+    tool_parser,
+)
 from detection.engine.trainer import TrainingError, train
 from detection.evaluation import evaluate_checkpoint, training_evaluator
 from detection.utils.distributed import DistInfo, cleanup, device_of, init_distributed
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train (or, with --eval-only, evaluate); returns the exit status."""
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
+    configure_logging(args)
     cfg = None
     if args.eval_only:
         if not args.checkpoint:
