@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from detection.config.cli import tool_parser
+from detection.config.cli import configure_logging, tool_parser
 from detection.data.split import class_counts, keep_classes, split_coco, val_indices
 from detection.utils.io import write_json
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     """Split (and filter) the json; returns the exit status (2: bad input, nothing written)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    configure_logging(args)
     source = Path(args.annotations)
     try:
         data = _read(source)
