@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from detection.config import Config
+from detection.config import Config, ConfigError
 
 from .catalog import resolve_dataset
 from .coco import COCODataset
@@ -21,6 +21,23 @@ from .transforms import build_transforms
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
     """(list of images, list of targets): images differ in size, the model pads them."""
     return [image for image, _ in batch], [target for _, target in batch]
+
+
+def batch_to_device(
+    images: list[torch.Tensor], targets: list[dict], device: str
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """A training batch on `device` (boxes and labels of the targets; asynchronous from pinned
+    memory on CUDA)."""
+    nb = device.startswith("cuda")
+    images = [img.to(device, non_blocking=nb) for img in images]
+    targets = [
+        {
+            "boxes": t["boxes"].to(device, non_blocking=nb),
+            "labels": t["labels"].to(device, non_blocking=nb),
+        }
+        for t in targets
+    ]
+    return images, targets
 
 
 def worker_error(error: BaseException) -> BaseException:
@@ -99,14 +116,22 @@ def _loader(cfg: Config, dataset: COCODataset, **sampling) -> DataLoader:
     )
 
 
-def per_rank_batch_size(ims_per_batch: int, world_size: int) -> int:
-    """The images each process loads per iteration: solver.ims_per_batch split evenly."""
+def per_rank_batch_size(ims_per_batch: int, world_size: int, accumulate: int = 1) -> int:
+    """The images each process loads per iteration: solver.ims_per_batch split evenly, in
+    `accumulate` passes (solver.accumulate) of equal size. ConfigError when they do not split."""
     if world_size <= 0 or ims_per_batch <= 0 or ims_per_batch % world_size:
-        raise ValueError(
+        raise ConfigError(
             f"solver.ims_per_batch={ims_per_batch} must be a positive multiple of the number of "
             f"processes ({world_size}); change solver.ims_per_batch or the process count"
         )
-    return ims_per_batch // world_size
+    per_rank = ims_per_batch // world_size
+    if accumulate <= 0 or per_rank % accumulate:
+        raise ConfigError(
+            f"solver.ims_per_batch={ims_per_batch} over {world_size} process(es) is {per_rank} "
+            f"images per process, which solver.accumulate={accumulate} passes cannot share "
+            "equally; make solver.accumulate divide ims_per_batch / processes"
+        )
+    return per_rank
 
 
 def build_train_loader(
@@ -120,10 +145,13 @@ def build_train_loader(
     """An endless loader of (list of images, list of targets) batches for one rank.
 
     The batches (images and augmentations) are a function of cfg.seed, rank, world_size and the
-    iteration: `start_iter=k` continues a run exactly at batch k. Each rank gets
-    solver.ims_per_batch / world_size images per batch.
+    iteration: `start_iter=k` continues a run exactly at iteration k. Each rank gets
+    solver.ims_per_batch / world_size images per iteration, as solver.accumulate consecutive
+    batches (passes) of ims_per_batch / (world_size * accumulate) images; which images and
+    augmentations an iteration gets does not depend on solver.accumulate.
     """
-    batch_size = per_rank_batch_size(cfg.solver.ims_per_batch, world_size)
+    accumulate = cfg.solver.accumulate
+    batch_size = per_rank_batch_size(cfg.solver.ims_per_batch, world_size, accumulate)
     dataset = dataset if dataset is not None else build_dataset(cfg, "train")
     if len(dataset) == 0:
         raise ValueError(
@@ -139,6 +167,7 @@ def build_train_loader(
         rank=rank,
         world_size=world_size,
         start_iter=start_iter,
+        passes=accumulate,
     )
     return _loader(
         cfg,

@@ -22,6 +22,11 @@ class TrainingBatchSampler(torch.utils.data.Sampler):
     carrying its unfinished batch into the next epoch) and a batch is emitted when its last image
     arrives. The whole stream, augmentation seeds included, is a function of (seed, rank,
     world_size, iteration) only, so `start_iter=k` resumes at exactly batch k.
+
+    passes: gradient accumulation (solver.accumulate). Each iteration's batch of `batch_size`
+    images is yielded as `passes` consecutive lists of batch_size / passes; the images and their
+    augmentation seeds do not depend on `passes`, and `start_iter` still counts iterations
+    (optimizer steps), so a run sees the same data whatever its accumulation.
     """
 
     def __init__(
@@ -34,9 +39,14 @@ class TrainingBatchSampler(torch.utils.data.Sampler):
         rank: int = 0,
         world_size: int = 1,
         start_iter: int = 0,
+        passes: int = 1,
     ):
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
+        if passes <= 0 or batch_size % passes:
+            raise ValueError(
+                f"{passes} passes per iteration must divide the batch size {batch_size}"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         if num_images < world_size:
@@ -54,6 +64,7 @@ class TrainingBatchSampler(torch.utils.data.Sampler):
         self.rank = rank
         self.world_size = world_size
         self.start_iter = start_iter
+        self.passes = passes
 
     def _epoch_batches(self, epoch: int, carry: dict[int, np.ndarray]) -> np.ndarray:
         """The [B, batch_size] batches completed in this epoch, in completion order; updates the
@@ -89,10 +100,13 @@ class TrainingBatchSampler(torch.utils.data.Sampler):
             iteration += len(batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        size = self.batch_size // self.passes
         for iteration, batch in enumerate(self.batch_indices(), start=self.start_iter):
             seeds = np.random.SeedSequence([self.seed, self.rank, self.world_size, iteration])
             aug_seeds = seeds.generate_state(len(batch)).tolist()
-            yield list(zip(batch.tolist(), aug_seeds, strict=True))
+            samples = list(zip(batch.tolist(), aug_seeds, strict=True))
+            for start in range(0, len(samples), size):
+                yield samples[start : start + size]
 
 
 class InferenceSampler(torch.utils.data.Sampler):
