@@ -7,6 +7,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+from detection.utils.logging import reset_logging
+
 # CI runs the same examples every time (a red build is reproducible); HYPOTHESIS_PROFILE=explore
 # draws new ones
 settings.register_profile("ci", derandomize=True, database=None)
@@ -57,6 +59,14 @@ def tiny_config(tmp_path, datasets_root, monkeypatch):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY.format(root=ROOT, out=out))
     return path, out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Tools run in-process install the console handler; each test starts without it, so what
+    one test logs never depends on which tools ran before it."""
+    yield
+    reset_logging()
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,12 @@ import sys
 from pathlib import Path
 
 from detection.config import ConfigError
-from detection.config.cli import add_config_arguments, print_config, tool_parser
+from detection.config.cli import (
+    add_config_arguments,
+    configure_logging,
+    print_config,
+    tool_parser,
+)
 from detection.data import build_dataset
 from detection.evaluation import (
     check_analyze,
@@ -37,6 +42,7 @@ from detection.evaluation import (
     load_checkpoint_model,
 )
 from detection.utils.distributed import cleanup, device_of, init_distributed
+from detection.utils.logging import log_to_file, remove_log_file
 from detection.utils.precision import resolve_precision
 
 
@@ -147,16 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate the checkpoint; returns the exit status."""
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
+    configure_logging(args)
     _check_args(parser, args)
     try:
         info = init_distributed(args.device)
         rank, world_size, device = info.rank, info.world_size, device_of(info, args.device)
     except RuntimeError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    log_file = None
     try:
         model, cfg, dataset = _load(parser, args, device, rank)
         output_dir = args.output_dir or default_output_dir(cfg)
         analyze = _analyze_threshold(parser, args, cfg, output_dir)
+        if rank == 0:  # the inputs are checked: from here on, what is logged is kept
+            log_file = log_to_file(Path(output_dir) / "log.txt")
         record = evaluate_model(
             model,
             cfg,
@@ -174,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             _report(record, world_size, output_dir)
     finally:
+        if log_file is not None:
+            remove_log_file(log_file)
         cleanup()
     return 0
 

@@ -37,7 +37,8 @@ class BackboneConfig:
     weights: str | None = opt(
         None,
         "ImageNet weights: path to a torchvision .pth, or a torchvision weights name such as "
-        "IMAGENET1K_V1 (downloads); null = random initialisation",
+        "IMAGENET1K_V1 (downloads); null = random initialisation; not read when model.weights "
+        "names a detector checkpoint",
     )
     shortcut: str = opt("B", "ResNet shortcut option (paper sec. 3.3); none = plain", SHORTCUTS)
     norm: str = opt("FrozenBN", "normalization layers of the backbone", NORMS)
@@ -159,7 +160,8 @@ class DatasetConfig:
     name: str | None = opt(
         None,
         "a registered dataset (see detection.config.datasets), resolved under $RESDET_DATASETS "
-        "(default ./datasets); also the dataset's label in reports",
+        "(default ./datasets); with annotations/images, a free-text label for them (otherwise "
+        "a dataset given by files is labelled FOLDER/STEM of its annotation file)",
     )
     annotations: str | None = opt(None, "COCO-format json; replaces the registered name's file")
     images: str | None = opt(None, "image folder; replaces the registered name's folder")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..config.datasets import dataset_label
 from ..modeling import build_model, inference_options, prepare_for_inference
 from ..modeling.twin import torchvision_twin
 from ..predictor import Predictor
@@ -328,7 +329,7 @@ def benchmark_data(
     batch = cfg.solver.ims_per_batch
     return {
         "mode": "data",
-        "dataset": cfg.data.train.name,
+        "dataset": dataset_label(cfg.data.train),
         "num_workers": cfg.data.num_workers,
         "batch": batch,
         "iters": iters,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..config import Config, to_dict
+from ..config.datasets import dataset_label
 from ..modeling.fast import inference_options, prepare_for_inference
 from ..predictor import Predictor
 from ..utils.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
@@ -117,7 +118,7 @@ def _metrics_record(
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "config": to_dict(cfg),
         "dataset": {
-            "name": spec.name,
+            "name": dataset_label(spec),
             "annotations": str(dataset.annotations_path),
             "images": str(getattr(dataset, "images_dir", spec.images)),
         },
