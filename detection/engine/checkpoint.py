@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from ..config import Config, to_dict
+from ..config import Config, ConfigError, to_dict
 from ..utils.io import atomic_write, write_text
+from .rng import get_rng_state
 
 
 def model_checkpoint(
@@ -55,6 +58,34 @@ def config_differences(old: dict, new: dict, section: str) -> list[str]:
     ]
 
 
+def check_resumable(old_config: dict, cfg: Config, path: str | os.PathLike) -> None:
+    """Refuse to resume checkpoint `path` (trained with `old_config`) into another model: a
+    ConfigError naming the differing keys. A changed schedule (solver) is only a warning."""
+    new = to_dict(cfg)
+    changed = config_differences(old_config, new, "model")
+    if changed:
+        raise ConfigError(
+            f"cannot resume from {path}: the model differs from the one it was trained "
+            "with:\n  " + "\n  ".join(changed) + "\nuse a new output_dir for a new model"
+        )
+    schedule = config_differences(old_config, new, "solver")
+    if schedule:
+        warnings.warn(
+            f"resuming {path} with a changed schedule:\n  " + "\n  ".join(schedule),
+            stacklevel=3,
+        )
+
+
+def gather_rng_states(world_size: int) -> list[dict[str, Any]]:
+    """Every rank's random generator states, in rank order (collective with several ranks)."""
+    state = get_rng_state()
+    if world_size == 1:
+        return [state]
+    states: list = [None] * world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, quota, permissions); the previous one is
     intact."""
@@ -71,16 +102,21 @@ class Checkpointer:
         self.dir = Path(output_dir)
         self.keep = keep
 
-    def save(self, name: str, payload: dict[str, Any], *, periodic: bool = True) -> Path:
+    def save(
+        self, name: str, payload: dict[str, Any], *, periodic: bool = True, pointer: bool = True
+    ) -> Path:
         """Write `payload` to <output_dir>/<name>, then point `last_checkpoint` at it.
 
         periodic: a model_<iteration>.pth that counts towards `keep` (older ones are removed).
+        pointer: False leaves `last_checkpoint` alone (model_best.pth: --resume continues the
+        last periodic or final checkpoint, not the best one).
         Raises CheckpointWriteError, saying what is left, when the disk refuses the write.
         """
         self._remove_stale_temporaries()
         try:
             path = save_atomic(payload, self.dir / name)
-            write_text(self.dir / POINTER, name + "\n")
+            if pointer:
+                write_text(self.dir / POINTER, name + "\n")
         except (OSError, RuntimeError) as e:
             # a full disk surfaces as OSError from open/write/fsync, or as a RuntimeError from
             # torch.save's zip writer ("unexpected pos"): say so, with the space left

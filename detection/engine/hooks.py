@@ -51,6 +51,20 @@ class MetricsWriter:
                     self.tb.add_scalar(k, v, record["iteration"])
             self.tb.flush()
 
+    def truncate(self, iteration: int) -> None:
+        """Drop the records written after `iteration`: a run resumed there redoes them (torn
+        lines from a kill go too); a fresh run (0) starts a fresh file."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("iteration", 0) <= iteration:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by the kill
+        self.path.write_text("".join(k + "\n" for k in kept))
+
     def close(self) -> None:
         """Close the TensorBoard writer (metrics.jsonl is closed after every record)."""
         if self.tb is not None:
@@ -146,7 +160,10 @@ class MetricsHook(Hook):
             )
 
     def after_train(self, trainer: Trainer) -> None:
-        """Close the progress bar."""
+        """Write the last, partial period of an early-stopped run; close the progress bar."""
+        if trainer.stopped_early and self.count:
+            self._write(trainer)
+            self._reset()
         self.bar.close()
 
 
@@ -164,8 +181,10 @@ class CheckpointHook(Hook):
 
 
 class EvalHook(Hook):
-    """Evaluates every `test.eval_period` iterations (> 0) and writes the AP to metrics.jsonl
-    as `bbox/<metric>`; the final evaluation is the trainer's own."""
+    """Evaluates every `test.eval_period` iterations (> 0), writes the AP to metrics.jsonl as
+    `bbox/<metric>` and updates the trainer's BestCheckpoint; the final evaluation is the
+    trainer's own. It runs before CheckpointHook, so that a checkpoint taken at an evaluated
+    iteration holds the best-so-far and patience state that includes that evaluation."""
 
     def __init__(self, period: int, max_iter: int, writer: MetricsWriter) -> None:
         self.period, self.max_iter, self.writer = period, max_iter, writer
@@ -179,13 +198,121 @@ class EvalHook(Hook):
 
 def run_evaluation(trainer: Trainer, writer: MetricsWriter) -> dict[str, Any]:
     """Evaluate the trainer's model, record the numeric metrics, put the model back in train
-    mode; returns {"eval": metrics}."""
+    mode, keep them as `trainer.last_eval` and let `trainer.best` see them; returns
+    {"eval": metrics}."""
     metrics = trainer.evaluate(trainer.model, trainer.iteration)
+    bbox = metrics.get("bbox", metrics)
     flat = {
         f"bbox/{k}": v
-        for k, v in (metrics.get("bbox", metrics)).items()
+        for k, v in bbox.items()
         if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
     }
     writer.write({"iteration": trainer.iteration, **flat})
     trainer.model.train()
+    trainer.last_eval = (trainer.iteration, metrics)
+    trainer.best.update(trainer, bbox, writer)
     return {"eval": metrics}
+
+
+def _number(value: Any) -> float | None:
+    """A metric as a float, or None when it is missing, not a number or NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+class BestCheckpoint:
+    """model_best.pth by test.best_metric, and early stopping after solver.patience evaluations
+    without improvement.
+
+    Enabled when the run evaluates periodically (test.eval_period > 0): after each evaluation,
+    the periodic ones and the final one, bbox/<metric> is compared with the best so far (higher
+    is better; a missing or NaN value is no improvement, a tie is none either). A new best is
+    written to model_best.pth atomically, without moving the last_checkpoint pointer (--resume
+    still continues from the last periodic or final checkpoint), and recorded in metrics.jsonl as
+    {"iteration", "best_checkpoint": "model_best.pth", "best/<metric>"}. With
+    test.eval_period == 0 the run is evaluated once, at the end: there is nothing to choose
+    from, so no model_best.pth is written (model_final.pth is that model).
+
+    Its state (the best value and iteration, the evaluations since, the last iteration
+    evaluated) is part of every checkpoint, so --resume continues it exactly; an iteration
+    evaluated again (a finished run resumed) is counted once.
+    """
+
+    NAME = "model_best.pth"
+
+    def __init__(self, metric: str, patience: int, enabled: bool) -> None:
+        self.metric, self.patience, self.enabled = metric, patience, enabled
+        self.value: float | None = None  # the best bbox/<metric> so far
+        self.iteration: int | None = None  # where it was
+        self.stale = 0  # evaluations in a row without improvement
+        self.evaluated = -1  # the last iteration evaluated
+        self._warned = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for the checkpoint (loadable with weights_only=True)."""
+        return {
+            "metric": self.metric,
+            "value": self.value,
+            "iteration": self.iteration,
+            "stale": self.stale,
+            "evaluated": self.evaluated,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> str | None:
+        """Continue from a checkpoint's state; returns a warning when it cannot (the checkpoint
+        ranked by another test.best_metric) and starts afresh then."""
+        if state.get("metric") != self.metric:
+            return (
+                f"the checkpoint kept the best bbox/{state.get('metric')}, this run ranks by "
+                f"test.best_metric={self.metric}: model_best.pth is chosen afresh from here on"
+            )
+        self.value, self.iteration = state["value"], state["iteration"]
+        self.stale, self.evaluated = int(state["stale"]), int(state["evaluated"])
+        return None
+
+    @property
+    def exhausted(self) -> bool:
+        """solver.patience (> 0) evaluations in a row without a new best: time to stop."""
+        return self.enabled and self.patience > 0 and self.stale >= self.patience
+
+    def update(self, trainer: Trainer, bbox: dict[str, Any], writer: MetricsWriter) -> None:
+        """Rank the evaluation of `trainer.iteration` (its bbox metrics); save a new best.
+
+        Every rank must see the same metrics (training_evaluator broadcasts them): saving is
+        collective."""
+        if not self.enabled or trainer.iteration <= self.evaluated:
+            return
+        self.evaluated = trainer.iteration
+        value = _number(bbox.get(self.metric))
+        if value is None and not self._warned and self.metric not in bbox:
+            self._warned = True
+            trainer.log(
+                f"test.best_metric={self.metric}: the evaluation has no bbox/{self.metric} "
+                f"(it has {sorted(bbox)}); no evaluation counts as an improvement"
+            )
+        if value is not None and (self.value is None or value > self.value):
+            self.value, self.iteration, self.stale = value, trainer.iteration, 0
+            trainer.save(self.NAME, periodic=False, pointer=False)
+            writer.write(
+                {
+                    "iteration": trainer.iteration,
+                    "best_checkpoint": self.NAME,
+                    f"best/{self.metric}": value,
+                }
+            )
+        else:
+            self.stale += 1
+
+    def stop_message(self, iteration: int) -> str:
+        """What the early stop says: where, why, and which model is the best."""
+        best = (
+            f"the best, bbox/{self.metric}={self.value:.4g}, was at iteration {self.iteration} "
+            f"({self.NAME})"
+            if self.value is not None
+            else f"no evaluation gave a bbox/{self.metric}"
+        )
+        return (
+            f"early stop at iteration {iteration}: bbox/{self.metric} has not improved for "
+            f"{self.stale} evaluations (solver.patience={self.patience}); {best}"
+        )

@@ -3,7 +3,7 @@ resume, metrics and progress."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 import time
 import warnings
@@ -12,20 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from ..config import Config, ConfigError, save_config, to_dict
-from ..data import build_dataset, build_train_loader, worker_error
+from ..config import Config, ConfigError, save_config
+from ..data import build_dataset, build_train_loader, per_rank_batch_size, worker_error
+from ..data.build import batch_to_device
 from ..modeling import build_model, read_checkpoint
 from ..utils.distributed import DistInfo
 from ..utils.precision import Precision, autocast, resolve_precision
-from .checkpoint import Checkpointer, config_differences, model_checkpoint
-from .hooks import CheckpointHook, EvalHook, Hook, MetricsHook, MetricsWriter, run_evaluation
+from .checkpoint import Checkpointer, check_resumable, gather_rng_states, model_checkpoint
+from .hooks import (
+    BestCheckpoint,
+    CheckpointHook,
+    EvalHook,
+    Hook,
+    MetricsHook,
+    MetricsWriter,
+    run_evaluation,
+)
 from .optim import build_optimizer, build_scheduler
-from .rng import get_rng_state, seed_all, set_rng_state
+from .rng import seed_all, set_rng_state
 
 EvalFn = Callable[[nn.Module, int], dict[str, Any]]
+Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
 class TrainingError(RuntimeError):
@@ -47,17 +56,18 @@ def training_precision(amp: str, device: str) -> Precision:
         raise ConfigError(f"solver.amp={amp}: {e}") from None
 
 
-def _to_device(images, targets, device: str):
-    nb = device.startswith("cuda")
-    images = [img.to(device, non_blocking=nb) for img in images]
-    targets = [
-        {
-            "boxes": t["boxes"].to(device, non_blocking=nb),
-            "labels": t["labels"].to(device, non_blocking=nb),
-        }
-        for t in targets
-    ]
-    return images, targets
+def check_training_config(cfg: Config, world_size: int) -> None:
+    """What the config loader cannot check alone (it depends on the process count, or on two
+    sections together): ConfigError before any work."""
+    s, t = cfg.solver, cfg.test
+    if s.patience > 0 and t.eval_period <= 0:
+        when = "only at the end" if t.eval_period == 0 else "never"
+        raise ConfigError(
+            f"solver.patience={s.patience} counts evaluations without improvement, but "
+            f"test.eval_period={t.eval_period} evaluates {when}; set test.eval_period to a "
+            "number of iterations, or solver.patience=0"
+        )
+    per_rank_batch_size(s.ims_per_batch, world_size, s.accumulate)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -68,28 +78,27 @@ def _is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    state = get_rng_state()
-    if info.world_size == 1:
-        return [state]
-    states: list = [None] * info.world_size
-    dist.all_gather_object(states, state)
-    return states
-
-
 class Trainer:
     """Runs `cfg.solver.max_iter` iterations of Faster R-CNN training on this process's shard.
+
+    Each iteration is one optimizer step over solver.ims_per_batch images (all processes),
+    loaded and run as solver.accumulate forward/backward passes; the schedule (max_iter, steps,
+    warmup, checkpoint, evaluation and log periods) counts optimizer steps. With
+    test.eval_period > 0, `best` keeps model_best.pth by test.best_metric and stops training
+    after solver.patience evaluations without improvement (see hooks.BestCheckpoint).
 
     Args:
         cfg: the resolved config (model, data.train, solver, test.eval_period, output_dir).
         device: "cpu" or "cuda[:i]"; solver.amp "auto" is resolved for it.
         dist_info: this process's rank and world size (init_distributed); None = one process.
         evaluate: `evaluate(model, iteration) -> metrics` run every test.eval_period
-            iterations and at the end (detection.evaluation.training_evaluator builds one).
+            iterations and at the end (detection.evaluation.training_evaluator builds one); it
+            must return the same metrics on every rank.
         log: where progress lines go (default: stderr); silent on ranks other than 0.
 
     Attributes: model (the FasterRCNN, unwrapped), optimizer, scheduler, iteration (optimizer
-    steps done), precision (what solver.amp resolved to).
+    steps done), precision (what solver.amp resolved to), best (the BestCheckpoint), last_eval
+    ((iteration, metrics) of the last evaluation), stopped_early.
     """
 
     def __init__(
@@ -109,6 +118,7 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         if not self.info.is_main:
             self.log = lambda msg: None
+        check_training_config(cfg, self.info.world_size)
         seed_all(cfg.seed)  # equal initial weights on every rank
         self.dataset = build_dataset(cfg, "train")
         k = len(self.dataset.class_names)
@@ -132,6 +142,10 @@ class Trainer:
         use_scaler = self.precision.name == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.checkpointer = Checkpointer(self.out, cfg.solver.keep_checkpoints)
+        t = cfg.test
+        self.best = BestCheckpoint(t.best_metric, cfg.solver.patience, t.eval_period > 0)
+        self.last_eval: tuple[int, dict[str, Any]] | None = None
+        self.stopped_early = False
         self.iteration = 0
         self.last_lr = 0.0  # the learning rate of the last step (before the scheduler's step)
         self.last_data_time = 0.0  # seconds the last step waited for its batch
@@ -142,8 +156,9 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         """The checkpoint dict of the run so far: weights, config, classes, optimizer,
-        scheduler, scaler, iteration and every rank's RNG state (collective with DDP)."""
-        rng = _gather_rng(self.info)
+        scheduler, scaler, iteration, every rank's RNG state (collective with DDP) and the
+        best-checkpoint / patience state."""
+        rng = gather_rng_states(self.info.world_size)
         return model_checkpoint(
             self.model.state_dict(),
             self.cfg,
@@ -154,11 +169,13 @@ class Trainer:
             iteration=self.iteration,
             rng=rng,
             data={"start_iter": self.iteration, "world_size": self.info.world_size},
+            best=self.best.state_dict(),
         )
 
-    def save(self, name: str, *, periodic: bool = True) -> None:
+    def save(self, name: str, *, periodic: bool = True, pointer: bool = True) -> None:
         """Write checkpoint `name` atomically (rank 0) after checking that every weight is
-        finite; `periodic` ones count against solver.keep_checkpoints."""
+        finite; `periodic` ones count against solver.keep_checkpoints; `pointer` = False leaves
+        last_checkpoint naming the previous one (model_best.pth)."""
         names, params = zip(*self.model.named_parameters(), strict=True)
         finite = torch.stack([torch.isfinite(p).all() for p in params]).tolist()  # one sync
         bad = [n for n, ok in zip(names, finite, strict=True) if not ok]
@@ -172,7 +189,7 @@ class Trainer:
             )
         state = self.state()  # collective: every rank takes part
         if self.info.is_main:
-            path = self.checkpointer.save(name, state, periodic=periodic)
+            path = self.checkpointer.save(name, state, periodic=periodic, pointer=pointer)
             self.log(f"saved {path}")
 
     def resume(self) -> None:
@@ -182,42 +199,20 @@ class Trainer:
             self.log(f"--resume: no checkpoint in {self.out}; starting from iteration 0")
             return
         ckpt = read_checkpoint(path)
-        new = to_dict(self.cfg)
-        changed = config_differences(ckpt["config"], new, "model")
-        if changed:
-            raise ConfigError(
-                f"cannot resume from {path}: the model differs from the one it was trained "
-                "with:\n  " + "\n  ".join(changed) + "\nuse a new output_dir for a new model"
-            )
-        schedule = config_differences(ckpt["config"], new, "solver")
-        if schedule:
-            warnings.warn(
-                f"resuming {path} with a changed schedule:\n  " + "\n  ".join(schedule),
-                stacklevel=2,
-            )
+        check_resumable(ckpt["config"], self.cfg, path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
+        if "best" in ckpt:  # absent from checkpoints older than model_best.pth
+            problem = self.best.load_state_dict(ckpt["best"])
+            if problem:
+                warnings.warn(f"resuming {path}: {problem}", stacklevel=2)
         rng = ckpt["rng"]
         set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
         self.log(f"resumed from {path} at iteration {self.iteration}")
-
-    def _truncate_metrics(self) -> None:
-        """Drop metrics.jsonl records written after the checkpoint (they will be redone)."""
-        path = self.out / "metrics.jsonl"
-        if not self.info.is_main or not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("iteration", 0) <= self.iteration:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by the kill
-        path.write_text("".join(k + "\n" for k in kept))
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -235,53 +230,77 @@ class Trainer:
         last = self.checkpointer.last() if self.info.is_main else None
         return f"The last good checkpoint {last} is intact. " if last else ""
 
-    def _out_of_memory(self, error: BaseException, images: list[torch.Tensor]) -> TrainingError:
-        i = self.cfg.input
-        sizes = ", ".join(f"{t.shape[-1]}x{t.shape[-2]}" for t in images)
+    def _out_of_memory(self, error: BaseException, passes: list[Batch]) -> TrainingError:
+        i, s = self.cfg.input, self.cfg.solver
+        sizes = ", ".join(f"{t.shape[-1]}x{t.shape[-2]}" for images, _ in passes for t in images)
+        per_pass = f" per pass ({s.accumulate} passes)" if s.accumulate > 1 else ""
         return TrainingError(
             f"out of memory on {self.device} at iteration {self.iteration + 1} with "
-            f"{len(images)} images per process (solver.ims_per_batch="
-            f"{self.cfg.solver.ims_per_batch}), input images {sizes} resized to short side "
-            f"{list(i.min_size_train)} (at most {i.max_size_train}). Lower solver.ims_per_batch "
-            "(and base_lr with it), input.min_size_train / input.max_size_train, or use "
-            f"solver.amp=bf16. ({str(error).splitlines()[0][:200]})"
+            f"{len(passes[0][0])} images per process{per_pass} (solver.ims_per_batch="
+            f"{s.ims_per_batch}), input images {sizes} resized to short side "
+            f"{list(i.min_size_train)} (at most {i.max_size_train}). Raise solver.accumulate "
+            "(fewer images per pass, the same batch; it must divide the images per process), "
+            "lower solver.ims_per_batch (and base_lr with it), input.min_size_train / "
+            f"input.max_size_train, or use solver.amp=bf16. ({str(error).splitlines()[0][:200]})"
         )
 
-    def step(self, model: nn.Module, images, targets, params) -> dict[str, torch.Tensor]:
-        """One iteration: forward under solver.amp, loss check, backward, clipping, optimizer
-        and scheduler steps. Returns the loss terms (scalars)."""
-        clip = self.cfg.solver.clip_grad_norm
-        with autocast(self.device, self.precision.name):
-            losses = model(images, targets)
-        total = sum(losses.values())
-        self._check_finite(losses, total)
+    def step(self, model: nn.Module, passes: list[Batch], params) -> dict[str, torch.Tensor]:
+        """One iteration: the forward/backward passes of its batches (solver.accumulate), then
+        one update. Returns the loss terms (scalars), averaged over the passes."""
         self.optimizer.zero_grad(set_to_none=True)
+        losses = self.forward_backward(model, passes)
+        self.update(params)
+        return losses
+
+    def forward_backward(self, model: nn.Module, passes: list[Batch]) -> dict[str, torch.Tensor]:
+        """Forward under solver.amp, loss check and backward of each pass, gradients adding up.
+
+        Each pass's loss is scaled by 1 / passes, so the gradient is the mean over the passes
+        (with equal per-pass loss normalisation, the gradient of one pass over all the images).
+        Under DDP only the last backward all-reduces (no_sync before it)."""
+        k = len(passes)
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+        sums: dict[str, torch.Tensor] = {}
+        for i, (images, targets) in enumerate(passes):
+            sync = not ddp or i == k - 1
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with autocast(self.device, self.precision.name):
+                    losses = model(images, targets)
+                total = sum(losses.values())
+                self._check_finite(losses, total)
+                total = total / k
+                (total if self.scaler is None else self.scaler.scale(total)).backward()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0) + value.detach()
+        return {name: value / k for name, value in sums.items()}
+
+    def update(self, params: list[torch.Tensor]) -> None:
+        """Clipping (solver.clip_grad_norm), the optimizer step (through the fp16 GradScaler)
+        and the scheduler step: one iteration done."""
+        clip = self.cfg.solver.clip_grad_norm
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             if clip:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(params, clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            total.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             self.optimizer.step()
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.iteration += 1
-        return losses
 
     def build_hooks(self, writer: MetricsWriter) -> list[Hook]:
-        """The periodic work after each step, in order: metrics, checkpoint, evaluation."""
+        """The periodic work after each step, in order: metrics, evaluation, checkpoint (a
+        checkpoint then holds the evaluation of its own iteration in its best/patience state,
+        and the RNG state after it, so that --resume repeats the run exactly)."""
         s, t = self.cfg.solver, self.cfg.test
-        hooks: list[Hook] = [
-            MetricsHook(self, writer),
-            CheckpointHook(s.checkpoint_period, s.max_iter),
-        ]
+        hooks: list[Hook] = [MetricsHook(self, writer)]
         if self.evaluate is not None:
             hooks.append(EvalHook(t.eval_period, s.max_iter, writer))
+        hooks.append(CheckpointHook(s.checkpoint_period, s.max_iter))
         return hooks
 
     def _wrap(self) -> nn.Module:
@@ -293,23 +312,27 @@ class Trainer:
             self.model, device_ids=[self.info.local_rank] if cuda else None
         )
 
-    def _next_batch(self, batches) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    def _next_passes(self, batches) -> list[Batch]:
+        """The solver.accumulate batches of the next iteration, on the device."""
         t0 = time.perf_counter()
-        try:
-            images, targets = next(batches)
-        except Exception as e:
-            raise worker_error(e) from None
-        images, targets = _to_device(images, targets, self.device)
+        passes = []
+        for _ in range(self.cfg.solver.accumulate):
+            try:
+                images, targets = next(batches)
+            except Exception as e:
+                raise worker_error(e) from None
+            passes.append(batch_to_device(images, targets, self.device))
         self.last_data_time = time.perf_counter() - t0
-        return images, targets
+        return passes
 
     def train(self) -> dict[str, Any]:
-        """Train from `self.iteration` to solver.max_iter; save model_final.pth and run the
-        final evaluation (test.eval_period >= 0). Returns the last metrics record, plus
-        {"eval": metrics} when evaluated."""
+        """Train from `self.iteration` to solver.max_iter, or until solver.patience stops it;
+        save model_final.pth and run the final evaluation (test.eval_period >= 0). Returns the
+        last metrics record, plus {"eval": metrics} when evaluated."""
         model = self._wrap()
         model.train()
-        self._truncate_metrics()  # a fresh run starts a fresh file; a resumed one drops redone
+        writer = MetricsWriter(self.out, self.info.is_main)
+        writer.truncate(self.iteration)  # a resumed run redoes what came after its checkpoint
         loader = build_train_loader(
             self.cfg,
             rank=self.info.rank,
@@ -318,28 +341,43 @@ class Trainer:
             dataset=self.dataset,
         )
         batches = iter(loader)
-        writer = MetricsWriter(self.out, self.info.is_main)
         hooks = self.build_hooks(writer)
         params = [p for p in self.model.parameters() if p.requires_grad]
         try:
-            while self.iteration < self.cfg.solver.max_iter:
-                images, targets = self._next_batch(batches)
+            while self.iteration < self.cfg.solver.max_iter and not self.best.exhausted:
+                passes = self._next_passes(batches)
                 try:
-                    losses = self.step(model, images, targets, params)
+                    losses = self.step(model, passes, params)
                 except (RuntimeError, MemoryError) as e:
                     if not _is_out_of_memory(e):
                         raise
-                    raise self._out_of_memory(e, images) from e
+                    raise self._out_of_memory(e, passes) from e
                 for hook in hooks:
-                    hook.after_step(self, losses, len(images))
+                    hook.after_step(self, losses, sum(len(images) for images, _ in passes))
+            self.stopped_early = self.best.exhausted
         finally:
             for hook in hooks:
                 hook.after_train(self)
+        if self.stopped_early:
+            self.log(self.best.stop_message(self.iteration))
         self.save("model_final.pth", periodic=False)
         result = dict(hooks[0].last_record)
         if self.evaluate is not None and self.cfg.test.eval_period >= 0:
-            result.update(run_evaluation(self, writer))
+            result.update(self._final_evaluation(writer))
         writer.close()
+        return result
+
+    def _final_evaluation(self, writer: MetricsWriter) -> dict[str, Any]:
+        """The evaluation of model_final.pth. After an early stop the model is the one the last
+        periodic evaluation saw: that evaluation is reused, not run twice. When the evaluation
+        changes the best/patience state, model_final.pth is written again to hold it (so that
+        resuming a finished run with a longer schedule continues that state too)."""
+        if self.last_eval is not None and self.last_eval[0] == self.iteration:
+            return {"eval": self.last_eval[1]}
+        before = self.best.state_dict()
+        result = run_evaluation(self, writer)
+        if self.best.state_dict() != before:
+            self.save("model_final.pth", periodic=False)
         return result
 
 

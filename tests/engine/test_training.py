@@ -38,8 +38,10 @@ def test_train_writes_metrics_checkpoints_and_config(tiny_config):
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     assert sorted(p.name for p in out.glob("model_*.pth")) == [
         "model_0000004.pth",
+        "model_best.pth",  # the first of two equal APs: a tie is no improvement
         "model_final.pth",
     ]
+    assert torch.load(out / "model_best.pth", weights_only=True)["iteration"] == 3
     ckpt = torch.load(out / "model_final.pth", weights_only=True)
     assert ckpt["iteration"] == 6 and ckpt["class_names"][0] == "circle"
     assert {"model", "optimizer", "scheduler", "rng", "config", "data"} <= set(ckpt)
