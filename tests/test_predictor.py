@@ -26,7 +26,7 @@ NAMES = ["circle", "square", "triangle"]
 def small_model(extra=()):
     cfg = load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", [*SMALL, *extra])
     torch.manual_seed(0)
-    model = build_model(cfg, load_backbone_weights=False, class_names=NAMES).eval()
+    model = build_model(cfg, load_weights=False, class_names=NAMES).eval()
     with torch.no_grad():  # spread the scores so that random weights give detections
         model.roi_heads.predictor.cls_score.weight.mul_(30)
     return model

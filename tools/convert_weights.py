@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {args.input}: {e}\n")
     cfg = torchvision_fpn_config()
     names = coco_class_names()
-    model = build_model(cfg, load_backbone_weights=False, class_names=names)
+    model = build_model(cfg, load_weights=False, class_names=names)
     # check before writing: every tensor must have its place and shape
     model.load_state_dict(converted, strict=True)
     save_atomic(model_checkpoint(model.state_dict(), cfg, names), Path(args.output))

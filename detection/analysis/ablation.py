@@ -193,7 +193,7 @@ def count_parameters(cfg: Config) -> int:
     """All parameters of the detector `cfg` builds (frozen ones included)."""
     from ..modeling import build_model
 
-    model = build_model(cfg, load_backbone_weights=False)
+    model = build_model(cfg, load_weights=False)
     return sum(p.numel() for p in model.parameters())
 
 

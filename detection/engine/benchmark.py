@@ -125,7 +125,7 @@ def _build(
     """The models on their run path (our fast inference path, or training's memory format),
     and our FLOPs per image, counted before the fast path changes the model."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, load_backbone_weights=False).to(device)
+    model = build_model(cfg, load_weights=False).to(device)
     model.train(train)
     images, targets = synthetic_batch(batch, size, device)
     models = {"ours": model}

@@ -198,7 +198,6 @@ def build_model(
     *,
     load_weights: bool = True,
     class_names: Sequence[str] | None = None,
-    load_backbone_weights: bool | None = None,
 ) -> FasterRCNN:
     """The Faster R-CNN that `cfg.model` describes (C4, FPN or VGG-16).
 
@@ -207,10 +206,7 @@ def build_model(
     training set's) deciding the class predictor, its report in `model.weights_report`; or else
     `model.backbone.weights` (ImageNet) the backbone and the ImageNet part of the box head (res5
     or fc6/fc7). Without, the model keeps its random initialisation (to load a checkpoint into).
-    `load_backbone_weights` is the older name of `load_weights`.
     """
-    if load_backbone_weights is not None:
-        load_weights = load_backbone_weights
     _check_architecture(cfg)
     m = cfg.model
     num_classes = m.roi_heads.num_classes
@@ -241,7 +237,6 @@ def build_model(
         class_names=class_names,
         cfg=cfg,
     )
-    model.weights_report = None
     if detector is not None:
         model.weights_report = apply_detector_weights(model, detector, cfg)
     return model

@@ -66,6 +66,7 @@ class FasterRCNN(nn.Module):
         self.max_size_test = max_size_test
         self.size_divisibility = size_divisibility
         self.class_names = list(class_names) if class_names is not None else None
+        self.weights_report = None  # set by build_model when model.weights started it
         self.cfg = cfg  # the resolved config this model was built from (None if built by hand)
         # the memory format of the batch (set_channels_last) and the autocast precision of
         # inference (set_inference_precision); training's precision is the trainer's

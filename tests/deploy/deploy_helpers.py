@@ -51,7 +51,7 @@ def small_model(design: str, extra=()):
     config, overrides, factor = DESIGNS[design]
     cfg = load_config(ROOT / "configs/coco" / config, [*SMALL, *overrides, *extra])
     torch.manual_seed(0)
-    model = build_model(cfg, load_backbone_weights=False, class_names=NAMES).eval()
+    model = build_model(cfg, load_weights=False, class_names=NAMES).eval()
     with torch.no_grad():
         model.roi_heads.predictor.cls_score.weight.mul_(factor)
     return model

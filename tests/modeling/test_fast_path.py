@@ -31,7 +31,7 @@ SMALL = [
 def small_model():
     cfg = load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", SMALL)
     torch.manual_seed(0)
-    model = build_model(cfg, load_backbone_weights=False).eval()
+    model = build_model(cfg, load_weights=False).eval()
     with torch.no_grad():  # spread the scores so that random weights give detections
         model.roi_heads.predictor.cls_score.weight.mul_(30)
     return model
@@ -122,11 +122,11 @@ def test_bf16_weights_cast_once_give_autocasts_detections(extra):
     would cast the same tensors on every forward, so the detections are the same, bit for bit."""
     cfg = load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", SMALL + extra)
     torch.manual_seed(0)
-    plain = build_model(cfg, load_backbone_weights=False).eval()
+    plain = build_model(cfg, load_weights=False).eval()
     with torch.no_grad():
         plain.roi_heads.predictor.cls_score.weight.mul_(30)
     plain.precision = "bf16"  # autocast only
-    fast = build_model(cfg, load_backbone_weights=False)
+    fast = build_model(cfg, load_weights=False)
     fast.load_state_dict(plain.state_dict())
     fast = prepare_for_inference(fast, fold_bn=False, channels_last=False, precision="bf16")
     convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
