@@ -1,0 +1,183 @@
+"""Training a classifier: exact resume, the schedule, metrics and outputs, the tool's exits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from classification_helpers import write_cifar_batches
+
+from detection.classification import ClassifierTrainer, load_classifier_config, train_classifier
+from detection.classification.engine import resolve_schedule
+from detection.classification.evaluate import Normalizer, evaluate
+from detection.config import ConfigError
+from tools import train_classifier as tool
+
+
+def _status(argv):
+    """The tool's exit status, whether it returns it or exits with it (argparse, config)."""
+    try:
+        return tool.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_resume_continues_exactly(tiny_classifier, tmp_path):
+    full = load_classifier_config(tiny_classifier(name="cifar_resnet20", shortcut="A", out="a"))
+    train_classifier(full)
+    # a run killed after its checkpoint at iteration 2 of 4: only that checkpoint is left
+    resumed = load_classifier_config(tiny_classifier(name="cifar_resnet20", shortcut="A", out="b"))
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "model_0000002.pth", tmp_path / "b")
+    (tmp_path / "b" / "last_checkpoint").write_text("model_0000002.pth\n")
+    trainer = ClassifierTrainer(resumed)
+    trainer.resume()
+    assert trainer.iteration == 2
+    trainer.train()
+    a, b = (
+        _weights(tmp_path / "a" / "model_final.pth"),
+        _weights(tmp_path / "b" / "model_final.pth"),
+    )
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    records = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["iteration"] for r in records] == [3, 4]
+    losses = {
+        r["iteration"]: r["loss"] for r in map(json.loads, open(tmp_path / "a/metrics.jsonl"))
+    }
+    assert [r["loss"] for r in records] == [losses[3], losses[4]]
+
+
+def test_resume_refuses_another_model_and_warns_of_another_schedule(tiny_classifier):
+    first = load_classifier_config(tiny_classifier(iters=2))
+    train_classifier(first)
+    other = load_classifier_config(tiny_classifier(iters=2), ["model.shortcut=A"])
+    with pytest.raises(ConfigError, match="model.shortcut: 'B' -> 'A'"):
+        ClassifierTrainer(other).resume()
+    longer = ClassifierTrainer(load_classifier_config(tiny_classifier(iters=3)))
+    with pytest.warns(UserWarning, match="solver.max_iter: 2 -> 3"):
+        longer.resume()
+    assert longer.iteration == 2
+
+
+def test_schedule_epochs_and_linear_scaling(tiny_classifier):
+    cfg = load_classifier_config(
+        tiny_classifier(),
+        ["solver.max_iter=null", "solver.max_epochs=3", "solver.steps=[1, 2.5]"],
+    )
+    schedule = resolve_schedule(cfg.solver, 18)  # 18 images / 4 per batch: 4 per epoch
+    assert (schedule.iters_per_epoch, schedule.max_iter, schedule.steps) == (4, 12, [4, 10])
+    trainer = ClassifierTrainer(cfg)
+    lrs = []
+    for _ in range(12):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    lr = 0.05 * 4 / 256  # base_lr at reference_batch 256, scaled to 4 images
+    expected = [lr] * 4 + [lr * 0.1] * 6 + [lr * 0.01] * 2
+    assert lrs == pytest.approx(expected)
+
+
+def test_outputs_metrics_and_validation(tiny_classifier):
+    cfg = load_classifier_config(
+        tiny_classifier(iters=3), ["test.eval_period=2", "input.ten_crop=true"]
+    )
+    result = train_classifier(cfg)
+    out = cfg.output_dir
+    records = [json.loads(x) for x in open(out + "/metrics.jsonl")]
+    train = [r for r in records if "train_err" in r]
+    val = [r for r in records if "val/top1_err" in r]
+    assert [r["iteration"] for r in train] == [1, 2, 3] and [r["iteration"] for r in val] == [2, 3]
+    assert all(0 <= r["train_err"] <= 100 and r["loss"] > 0 for r in train)
+    assert json.load(open(out + "/metrics.json")) == result
+    assert result["val"]["images"] == 6 and "top5_err" not in result["val"]  # 3 classes
+    ckpt = torch.load(out + "/model_final.pth", weights_only=True)
+    assert ckpt["class_names"] == ["cat", "dog", "fox"] and ckpt["arch"] == "resnet18"
+    assert ckpt["config"]["model"]["name"] == "resnet18" and ckpt["iteration"] == 3
+    assert (open(out + "/last_checkpoint").read().strip()) == "model_final.pth"
+    # the reported error is what the saved weights give on the ten crops
+    trainer = ClassifierTrainer(cfg)
+    trainer.model.load_state_dict(ckpt["model"])
+    again = trainer.validate()
+    assert again == pytest.approx(result["val"])
+    normalize = Normalizer(cfg.input.pixel_mean, cfg.input.pixel_std)
+    wrong = 0
+    with torch.no_grad():
+        trainer.model.eval()
+        for i in range(len(trainer.val_set)):
+            crops, label = trainer.val_set[i]
+            assert crops.shape == (10, 3, 32, 32)
+            probs = trainer.model(normalize(crops)).softmax(1).mean(0)
+            wrong += int(probs.argmax()) != label
+    assert again["top1_err"] == pytest.approx(100 * wrong / 6)
+    top = evaluate(
+        trainer.model,
+        [(crops[None], torch.tensor([label]))],
+        normalize,
+        device="cpu",
+        precision="fp32",
+    )
+    assert top["images"] == 1
+
+
+def test_cifar_batches_through_the_tool(tmp_path, capsys):
+    root = tmp_path / "cifar-10-batches-py"
+    write_cifar_batches(root, per_batch=8)
+    out = tmp_path / "cifar"
+    status = tool.main(
+        [
+            "--config",
+            "configs/classification/cifar10_resnet20.yaml",
+            f"data.root={root}",
+            f"output_dir={out}",
+            "data.num_workers=0",
+            "solver.ims_per_batch=8",
+            "solver.max_iter=2",
+            "solver.steps=[1]",
+            "test.ims_per_batch=8",
+        ]
+    )
+    assert status == 0
+    result = json.load(open(out / "metrics.json"))
+    assert result["classes"] == 10 and result["val"]["images"] == 8
+    assert "top5_err" in result["val"]
+    assert "top-1 error" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.root={missing}"], "does not exist"),
+        (["data.train_split=nope"], "image folder not found"),
+        (["model.name=resnet19"], "did you mean resnet18"),
+        (["solver.max_epochs=3"], "exactly one of solver.max_epochs and solver.max_iter"),
+        (["model.num_classes=7"], "model.num_classes=7 but the training set has 3"),
+        (["input.train_scale=[40, 32]"], "input.train_scale must be"),
+        (["model.weights=/nowhere/w.pth"], "weights file not found"),
+        (["data.dataset=cifar10"], "no CIFAR-10 batch"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    tiny_classifier, tmp_path, capsys, overrides, message
+):
+    config = tiny_classifier(out="never")
+    overrides = [o.format(missing=tmp_path / "missing") for o in overrides]
+    assert _status(["--config", str(config), *overrides]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_empty_class_folder_exits_2(tiny_classifier, image_folder, tmp_path, capsys):
+    (image_folder / "train" / "dog").joinpath("notes.txt").write_text("x")
+    for f in (image_folder / "train" / "dog").glob("*.png"):
+        f.unlink()
+    assert _status(["--config", str(tiny_classifier(out="never"))]) == 2
+    assert "has no images" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
