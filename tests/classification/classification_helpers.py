@@ -9,15 +9,18 @@ import cv2
 import numpy as np
 
 
-def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=6, seed=0) -> Path:
-    """root/{train,val}/<class>/*.png: small images of varied sizes, one hue per class."""
+def write_image_folder(
+    root: Path, classes=("cat", "dog", "fox"), per_class=6, seed=0, size=None
+) -> Path:
+    """root/{train,val}/<class>/*.png: small images of varied sizes (or `size` x `size`), one
+    hue per class."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", per_class), ("val", 2)):
         for c, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(n):
-                h, w = int(rng.integers(36, 56)), int(rng.integers(36, 56))
+                h, w = (size, size) if size else rng.integers(36, 56, 2).tolist()
                 img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
                 img[..., c % 3] += np.uint8(150)  # a learnable colour cue
                 cv2.imwrite(str(folder / f"{i:03d}.png"), img)
