@@ -7,6 +7,7 @@ import torch
 from helpers import read_jsonl
 
 from detection.config import ConfigError, load_config
+from detection.engine.hooks import BestCheckpoint
 from detection.engine.trainer import Trainer
 
 
@@ -161,3 +162,12 @@ def test_patience_needs_periodic_evaluation(tiny_config, eval_period):
     with pytest.raises(ConfigError, match=r"solver.patience=2 counts evaluations .* set test"):
         Trainer(cfg)
     assert not out.exists()  # refused before anything was written
+
+
+def test_resume_ranked_by_another_metric_starts_afresh():
+    best = BestCheckpoint("AP50", patience=2, enabled=True)
+    state = {"metric": "AP", "value": 3.0, "iteration": 2, "stale": 1, "evaluated": 3}
+    problem = best.load_state_dict(state)
+    assert "kept the best bbox/AP, this run ranks by test.best_metric=AP50" in problem
+    assert (best.value, best.iteration, best.stale) == (None, None, 0)
+    assert BestCheckpoint("AP", 2, True).load_state_dict(state) is None
