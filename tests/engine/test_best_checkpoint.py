@@ -158,10 +158,15 @@ def test_resume_continues_the_best_and_the_patience_count(tiny_config, tmp_path)
 @pytest.mark.parametrize("eval_period", [0, -1])
 def test_patience_needs_periodic_evaluation(tiny_config, eval_period):
     path, out = tiny_config
-    cfg = load_config(path, ["solver.patience=2", f"test.eval_period={eval_period}"])
+    overrides = ["solver.patience=2", f"test.eval_period={eval_period}"]
+    with pytest.raises(ConfigError, match=r"solver.patience=2 counts periodic evaluations"):
+        load_config(path, overrides)
+    # a config changed after loading: the trainer refuses it too, before writing anything
+    cfg = load_config(path, [f"test.eval_period={eval_period}"])
+    cfg.solver.patience = 2
     with pytest.raises(ConfigError, match=r"solver.patience=2 counts evaluations .* set test"):
         Trainer(cfg)
-    assert not out.exists()  # refused before anything was written
+    assert not out.exists()
 
 
 def test_resume_ranked_by_another_metric_starts_afresh():
