@@ -18,7 +18,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["LOGGERS", "log_to_file", "remove_log_file", "reset_logging", "setup_logging"]
+__all__ = [
+    "LOGGERS",
+    "console_configured",
+    "log_to_file",
+    "remove_log_file",
+    "reset_logging",
+    "setup_logging",
+]
 
 LOGGERS = ("detection", "backbones")
 CONSOLE_PREFIX = "[resdet]"
@@ -55,7 +62,29 @@ class _ConsoleHandler(logging.Handler):
 
 class _FileHandler(logging.FileHandler):
     """A FileHandler that creates its folder when it first writes (delay=True: a run that
-    logs nothing leaves no file and no folder behind)."""
+    logs nothing leaves no file and no folder behind).
+
+    With `hold`, records are kept in memory until `commit()` writes them and the ones after
+    (a run whose inputs are not checked yet must write nothing); closed uncommitted, they are
+    dropped.
+    """
+
+    def __init__(self, path: str, hold: bool = False) -> None:
+        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+        self.held: list[logging.LogRecord] | None = [] if hold else None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None:
+            self.held.append(record)  # already filtered by level in handle()
+        else:
+            super().emit(record)
+
+    def commit(self) -> None:
+        """Write the held records, then every later one as it comes. (Not `release`: that is
+        logging.Handler's lock.)"""
+        held, self.held = self.held or [], None
+        for record in held:
+            self.emit(record)
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
@@ -110,17 +139,20 @@ def setup_logging(verbosity: int = 0) -> logging.Handler:
     return console
 
 
-def log_to_file(path: str | os.PathLike, level: int | None = None) -> logging.Handler:
+def log_to_file(
+    path: str | os.PathLike, level: int | None = None, *, hold: bool = False
+) -> logging.Handler:
     """Also append the library's records to `path`, each line with a timestamp and a level.
 
     `level` defaults to INFO, or DEBUG when the console shows DEBUG (-v). The file and its
     folder are created at the first record. Calling it again for the same path returns the same
-    handler; remove_log_file(handler) detaches and closes it.
+    handler; remove_log_file(handler) detaches and closes it. With `hold`, nothing is written
+    until `handler.commit()`: then the records so far, and later ones as they come.
     """
     key = str(Path(path).resolve())
     handler = _state["files"].get(key)
     if handler is None:
-        handler = _FileHandler(key, mode="a", encoding="utf-8", delay=True)
+        handler = _FileHandler(key, hold=hold)
         handler.setFormatter(logging.Formatter(FILE_FORMAT))
         for name in LOGGERS:
             logging.getLogger(name).addHandler(handler)
@@ -131,6 +163,12 @@ def log_to_file(path: str | os.PathLike, level: int | None = None) -> logging.Ha
     handler.setLevel(level)
     _sync_levels()
     return handler
+
+
+def console_configured() -> bool:
+    """Whether setup_logging installed the console handler (a tool runs), so that INFO records
+    reach stderr."""
+    return _state["console"] is not None
 
 
 def remove_log_file(handler: logging.Handler) -> None:
