@@ -25,7 +25,8 @@ from detection.config.cli import (
     print_config,
     tool_parser,
 )
-from detection.engine.trainer import TrainingError, train
+from detection.engine.failures import TrainingError
+from detection.engine.trainer import train
 from detection.evaluation import evaluate_checkpoint, training_evaluator
 from detection.utils.distributed import DistInfo, cleanup, device_of, init_distributed
 

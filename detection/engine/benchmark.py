@@ -12,7 +12,7 @@ import functools
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -313,6 +313,8 @@ def benchmark_data(
     from ..data import build_train_loader
 
     say = progress or _quiet
+    # whole batches of solver.ims_per_batch, whatever solver.accumulate splits them into
+    cfg = replace(cfg, solver=replace(cfg.solver, accumulate=1))
     loader = build_train_loader(cfg)
     batches = iter(loader)
     for i in range(warmup):  # includes starting the workers

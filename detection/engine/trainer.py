@@ -4,6 +4,7 @@ resume, metrics and progress."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 import warnings
@@ -15,12 +16,20 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, save_config
-from ..data import build_dataset, build_train_loader, per_rank_batch_size, worker_error
+from ..data import build_dataset, build_train_loader, worker_error
 from ..data.build import batch_to_device
 from ..modeling import build_model, read_checkpoint
 from ..utils.distributed import DistInfo
-from ..utils.precision import Precision, autocast, resolve_precision
+from ..utils.logging import console_configured, log_to_file, remove_log_file
+from ..utils.precision import autocast
 from .checkpoint import Checkpointer, check_resumable, gather_rng_states, model_checkpoint
+from .failures import (
+    check_training_config,
+    is_out_of_memory,
+    out_of_memory_error,
+    training_precision,
+    use_channels_last,
+)
 from .hooks import (
     BestCheckpoint,
     CheckpointHook,
@@ -33,49 +42,17 @@ from .hooks import (
 from .optim import build_optimizer, build_scheduler
 from .rng import seed_all, set_rng_state
 
-EvalFn = Callable[[nn.Module, int], dict[str, Any]]
+EvalFn = Callable[..., dict[str, Any]]  # evaluate(model, iteration, final=None) -> metrics
 Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
+logger = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (out of memory); the message says at what and what to change."""
-
-
-def use_channels_last(memory_format: str, precision: str) -> bool:
-    """solver.memory_format: "channels_last", "contiguous", or "auto" (channels_last when
-    training runs in bf16 / fp16, the resolved solver.amp)."""
-    return memory_format == "channels_last" or (memory_format == "auto" and precision != "fp32")
-
-
-def training_precision(amp: str, device: str) -> Precision:
-    """solver.amp resolved for `device` (see detection.utils.precision); ConfigError if it
-    cannot run there."""
-    try:
-        return resolve_precision(amp, device)
-    except ValueError as e:
-        raise ConfigError(f"solver.amp={amp}: {e}") from None
-
-
-def check_training_config(cfg: Config, world_size: int) -> None:
-    """What the config loader cannot check alone (it depends on the process count, or on two
-    sections together): ConfigError before any work."""
-    s, t = cfg.solver, cfg.test
-    if s.patience > 0 and t.eval_period <= 0:
-        when = "only at the end" if t.eval_period == 0 else "never"
-        raise ConfigError(
-            f"solver.patience={s.patience} counts evaluations without improvement, but "
-            f"test.eval_period={t.eval_period} evaluates {when}; set test.eval_period to a "
-            "number of iterations, or solver.patience=0"
-        )
-    per_rank_batch_size(s.ims_per_batch, world_size, s.accumulate)
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    """CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError saying so."""
-    text = str(error)
-    return isinstance(error, torch.OutOfMemoryError | MemoryError) or (
-        "can't allocate memory" in text or "out of memory" in text.lower()
-    )
+def _log(message: str) -> None:
+    """Progress lines go to the library's logging (the console of a tool, log.txt), and
+    straight to stderr where no tool configured the console (the library used from a script)."""
+    logger.info(message)
+    if not console_configured():
+        print(message, file=sys.stderr, flush=True)
 
 
 class Trainer:
@@ -109,13 +86,14 @@ class Trainer:
         dist_info: DistInfo | None = None,
         evaluate: EvalFn | None = None,
         log: Callable[[str], None] | None = None,
+        resume: bool = False,
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.info = dist_info or DistInfo()
         self.evaluate = evaluate
         self.out = Path(cfg.output_dir)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log or _log
         if not self.info.is_main:
             self.log = lambda msg: None
         check_training_config(cfg, self.info.world_size)
@@ -129,7 +107,11 @@ class Trainer:
             )
         self.precision = training_precision(cfg.solver.amp, device)
         self.log(f"training precision: {self.precision}")
-        self.model = build_model(cfg, class_names=self.dataset.class_names).to(device)
+        # a run that will resume takes every weight from its checkpoint: model.weights and
+        # model.backbone.weights are not read (the files it started from may be gone)
+        resuming = resume and Checkpointer(self.out).last() is not None
+        names = self.dataset.class_names
+        self.model = build_model(cfg, load_weights=not resuming, class_names=names).to(device)
         if use_channels_last(cfg.solver.memory_format, self.precision.name):
             self.model.set_channels_last(True)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -229,20 +211,6 @@ class Trainer:
     def _last_good(self) -> str:
         last = self.checkpointer.last() if self.info.is_main else None
         return f"The last good checkpoint {last} is intact. " if last else ""
-
-    def _out_of_memory(self, error: BaseException, passes: list[Batch]) -> TrainingError:
-        i, s = self.cfg.input, self.cfg.solver
-        sizes = ", ".join(f"{t.shape[-1]}x{t.shape[-2]}" for images, _ in passes for t in images)
-        per_pass = f" per pass ({s.accumulate} passes)" if s.accumulate > 1 else ""
-        return TrainingError(
-            f"out of memory on {self.device} at iteration {self.iteration + 1} with "
-            f"{len(passes[0][0])} images per process{per_pass} (solver.ims_per_batch="
-            f"{s.ims_per_batch}), input images {sizes} resized to short side "
-            f"{list(i.min_size_train)} (at most {i.max_size_train}). Raise solver.accumulate "
-            "(fewer images per pass, the same batch; it must divide the images per process), "
-            "lower solver.ims_per_batch (and base_lr with it), input.min_size_train / "
-            f"input.max_size_train, or use solver.amp=bf16. ({str(error).splitlines()[0][:200]})"
-        )
 
     def step(self, model: nn.Module, passes: list[Batch], params) -> dict[str, torch.Tensor]:
         """One iteration: the forward/backward passes of its batches (solver.accumulate), then
@@ -349,9 +317,9 @@ class Trainer:
                 try:
                     losses = self.step(model, passes, params)
                 except (RuntimeError, MemoryError) as e:
-                    if not _is_out_of_memory(e):
+                    if not is_out_of_memory(e):
                         raise
-                    raise self._out_of_memory(e, passes) from e
+                    raise out_of_memory_error(self, e, passes) from e
                 for hook in hooks:
                     hook.after_step(self, losses, sum(len(images) for images, _ in passes))
             self.stopped_early = self.best.exhausted
@@ -373,7 +341,13 @@ class Trainer:
         changes the best/patience state, model_final.pth is written again to hold it (so that
         resuming a finished run with a longer schedule continues that state too)."""
         if self.last_eval is not None and self.last_eval[0] == self.iteration:
-            return {"eval": self.last_eval[1]}
+            # an early stop: the periodic evaluation that ended training wrote no files; the
+            # final one of the same model writes eval/ (metrics.json, detections.json and,
+            # with test.analyze, analysis/). Its metrics are the periodic one's: the best and
+            # patience state, which counts an iteration once, are left alone.
+            metrics = self.evaluate(self.model, self.iteration, final=True)
+            self.model.train()
+            return {"eval": metrics}
         before = self.best.state_dict()
         result = run_evaluation(self, writer)
         if self.best.state_dict() != before:
@@ -390,7 +364,17 @@ def train(
     evaluate: EvalFn | None = None,
 ) -> dict[str, Any]:
     """Train a detector as `cfg` says; returns the last logged metrics (and evaluation)."""
-    trainer = Trainer(cfg, device=device, dist_info=dist_info, evaluate=evaluate)
-    if resume:
-        trainer.resume()
-    return trainer.train()
+    # what the library logs (rank 0) is kept in output_dir/log.txt, from the start; held in
+    # memory until the trainer is built, since bad input must leave nothing written
+    is_main = (dist_info or DistInfo()).is_main
+    log_file = log_to_file(Path(cfg.output_dir) / "log.txt", hold=True) if is_main else None
+    try:
+        trainer = Trainer(cfg, device=device, dist_info=dist_info, evaluate=evaluate, resume=resume)
+        if log_file is not None:
+            log_file.commit()
+        if resume:
+            trainer.resume()
+        return trainer.train()
+    finally:
+        if log_file is not None:
+            remove_log_file(log_file)

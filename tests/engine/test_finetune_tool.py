@@ -99,3 +99,22 @@ def test_bad_weights_exit_2_and_write_nothing(
     assert "error: " in err
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_resume_does_not_read_model_weights_and_keeps_a_log(tiny_config, source, capsys):
+    """--resume takes every weight from the run's checkpoint: the file the run started from may
+    be gone. The run's log lines (the weights report, progress, checkpoints) are in log.txt."""
+    path, out = tiny_config
+    ckpt, _ = source
+    args = ["--config", str(path), "--device", "cpu", f"model.weights={ckpt}"]
+    assert train_main([*args, "solver.max_iter=2", "solver.steps=[]"]) == 0
+    log = (out / "log.txt").read_text()
+    assert re.search(
+        r"^\S+ \S+ INFO detection\.modeling\.finetune: model\.weights: loaded", log, re.M
+    )
+    assert "saved " in log and "model_final.pth" in log
+    ckpt.unlink()
+    assert train_main([*args, "--resume", "solver.max_iter=4", "solver.steps=[]"]) == 0
+    assert "resumed from" in capsys.readouterr().err
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 4
+    assert "resumed from" in (out / "log.txt").read_text()

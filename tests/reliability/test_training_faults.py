@@ -64,7 +64,8 @@ OOM = """
 import re, resource, sys
 from pathlib import Path
 from detection.config import load_config
-from detection.engine.trainer import Trainer, TrainingError
+from detection.engine.failures import TrainingError
+from detection.engine.trainer import Trainer
 trainer = Trainer(load_config(sys.argv[1], sys.argv[2:]))
 vm = int(re.search(r"VmSize:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
 limit = vm * 1024 + 64 * 2**20
