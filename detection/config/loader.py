@@ -229,6 +229,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
+        if value is None:  # null clears an inherited mapping (a child map adds to it)
+            return {}
         if not isinstance(value, Mapping):
             fail()
         ktp, vtp = typing.get_args(tp)

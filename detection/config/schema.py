@@ -132,7 +132,8 @@ class ModelConfig:
     class_map: dict[str, str] = opt(
         {},
         "with model.weights: source class name -> target class name; the class predictor's "
-        "rows of these classes are copied from the checkpoint instead of re-initialised",
+        "rows of these classes are copied from the checkpoint instead of re-initialised; a "
+        "child config's map adds to its base's, null clears it",
     )
     compile: bool = opt(
         False,

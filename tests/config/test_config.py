@@ -307,3 +307,17 @@ def test_yaml_booleans_of_word_choices():
     assert cfg.solver.amp == "off"
     with pytest.raises(ConfigError, match="solver.memory_format"):
         load_config(ROOT / "configs/coco/faster_rcnn_R50_C4_1x.yaml", ["solver.memory_format=off"])
+
+
+def test_mapping_fields_are_typed_merged_and_cleared(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  weights: a.pth\n  class_map: {cat: feline}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\nmodel:\n  class_map: {dog: canine}\n")
+    assert load_config(child).model.class_map == {"cat": "feline", "dog": "canine"}
+    assert load_config(child, ["model.class_map.cat=tiger"]).model.class_map["cat"] == "tiger"
+    assert load_config(child, ["model.class_map=null"]).model.class_map == {}
+    with pytest.raises(ConfigError, match=r"'model.class_map' .* must be of type dict\[str, str\]"):
+        load_config(child, ["model.class_map=[cat]"])
+    with pytest.raises(ConfigError, match=r"'model.class_map.cat' .* must be of type str"):
+        load_config(child, ["model.class_map.cat=[1]"])
