@@ -93,7 +93,7 @@ class ClassifierTrainer:
         if cfg.model.num_classes not in (None, k):
             raise ConfigError(
                 f"model.num_classes={cfg.model.num_classes} but the training set has {k} "
-                "classes; set model.num_classes to null (or {k})"
+                f"classes; set model.num_classes to null (or {k})"
             )
         self.schedule = resolve_schedule(s, len(self.train_set))
         try:
@@ -108,14 +108,15 @@ class ClassifierTrainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.normalize = Normalizer(cfg.input.pixel_mean, cfg.input.pixel_std).to(device)
-        self.optimizer = build_optimizer(self.model, s, device)
+        fp16 = self.precision.name == "fp16"
+        self.optimizer = build_optimizer(self.model, s, device, grad_scaling=fp16)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             StepSchedule(
                 self.schedule.steps, s.gamma, s.warmup_iters, s.warmup_factor, s.warmup_method
             ),
         )
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision.name == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.iteration, self.last_lr = 0, 0.0
         self.checkpointer = Checkpointer(self.out, s.keep_checkpoints)
         self._val_loader = None
@@ -167,7 +168,13 @@ class ClassifierTrainer:
         if path is None:
             logger.info("--resume: no checkpoint in %s; starting from iteration 0", self.out)
             return
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torn, or not tensors and plain data
+            raise ValueError(
+                f"cannot read checkpoint {path} ({type(e).__name__}: {e}); point "
+                f"{self.out / 'last_checkpoint'} at an earlier model_*.pth or start afresh"
+            ) from None
         new = to_dict(self.cfg)
         changed = config_differences(ckpt["config"], new, "model")
         changed += config_differences(ckpt["config"], new, "data")

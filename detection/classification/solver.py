@@ -48,10 +48,19 @@ def scaled_lr(s: ClassifierSolverConfig) -> float:
     return s.base_lr * s.ims_per_batch / s.reference_batch
 
 
-def build_optimizer(model: nn.Module, s: ClassifierSolverConfig, device: str) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every trainable parameter (fused on CPU / CUDA)."""
+def build_optimizer(
+    model: nn.Module, s: ClassifierSolverConfig, device: str, *, grad_scaling: bool = False
+) -> torch.optim.SGD:
+    """SGD with momentum and weight decay on every trainable parameter: fused on CPU / CUDA,
+    foreach with fp16's gradient scaling (`grad_scaling`).
+
+    Why not fused with a GradScaler: fused SGD allocates its momentum buffers uninitialised and
+    fills them in its first step; when the scaler skips that step (an overflow, common at the
+    first fp16 iteration) they stay garbage and the next step sends the weights to ~1e29
+    (seen on an H200 with torch 2.11, ResNet-56 in fp16).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = torch.device(device).type in ("cpu", "cuda")
+    fused = torch.device(device).type in ("cpu", "cuda") and not grad_scaling
     return torch.optim.SGD(
         params,
         lr=scaled_lr(s),

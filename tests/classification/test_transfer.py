@@ -11,8 +11,6 @@ from detection.classification import load_classifier_config, train_classifier
 from detection.config import load_config
 from detection.modeling import build_model
 
-SHAPES = Path(__file__).resolve().parents[2] / "configs" / "shapes"
-
 
 def _pretrain(tiny_classifier, name) -> tuple[Path, dict[str, torch.Tensor]]:
     cfg = load_classifier_config(tiny_classifier(name=name, iters=2, out=name))
@@ -38,12 +36,15 @@ def _assert_all_loaded(module: torch.nn.Module, pretrained: dict, prefix: str) -
 
 def test_resnet18_pretraining_initialises_the_fpn_detector(tiny_classifier):
     path, pretrained = _pretrain(tiny_classifier, "resnet18")
+    # the schema's defaults (FrozenBN, as with ImageNet weights) made an FPN detector
     cfg = load_config(
-        SHAPES / "demo_R18_FPN.yaml",
+        None,
         [
+            "model.backbone.name=resnet18",
             f"model.backbone.weights={path}",
-            "model.backbone.norm=FrozenBN",  # pretrained statistics, as with ImageNet weights
-            "model.backbone.zero_init_residual=false",
+            "model.neck.name=fpn",
+            "model.anchors.sizes=[[32], [64], [128], [256], [512]]",
+            "model.roi_heads.box_head=2fc",
         ],
     )
     detector = build_model(cfg)
@@ -57,11 +58,12 @@ def test_resnet18_pretraining_initialises_the_fpn_detector(tiny_classifier):
 def test_vgg16_pretraining_initialises_backbone_and_fc6_fc7(tiny_classifier):
     path, pretrained = _pretrain(tiny_classifier, "vgg16")
     cfg = load_config(
-        SHAPES / "demo_VGG16.yaml",
+        None,
         [
+            "model.backbone.name=vgg16",
             f"model.backbone.weights={path}",
             "model.roi_heads.box_head=vgg_fc",
-            "model.backbone.freeze_at=0",
+            "model.roi_heads.pooler_resolution=7",  # fc6's 7x7 input
         ],
     )
     detector = build_model(cfg)

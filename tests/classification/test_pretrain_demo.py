@@ -1,0 +1,58 @@
+"""`make pretrain-demo` in short: plain-20 and ResNet-20 on the embedded shapes set, then the
+error curves of both; and the curves' arithmetic on records written by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import ROOT
+
+from detection.classification.curves import plot_error_curves, read_run, summary_table
+from tools import train_classifier as tool
+
+
+def _write_run(folder, train_errs, val_errs, ipe=4):
+    folder.mkdir()
+    lines = [
+        {"iteration": i + 1, "epoch": (i + 1) / ipe, "loss": 1.0, "train_err": e}
+        for i, e in enumerate(train_errs)
+    ]
+    lines += [{"iteration": (i + 1) * ipe, "val/top1_err": e} for i, e in enumerate(val_errs)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "{torn")
+
+
+def test_final_errors_and_the_plot(tmp_path):
+    _write_run(tmp_path / "plain", [80, 70, 60, 50, 40, 30, 20, 10], [55, 25])
+    run = read_run(tmp_path / "plain")  # the torn last line is skipped
+    assert run.final_train_error() == pytest.approx((40 + 30 + 20 + 10) / 4)  # the last epoch
+    assert run.final_val_error() == 25
+    _write_run(tmp_path / "res", [80, 60], [])
+    table = summary_table([run, read_run(tmp_path / "res")])
+    assert "plain" in table and "25.00%" in table and "70.00%" in table
+    out = plot_error_curves([run, read_run(tmp_path / "res")], tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        read_run(tmp_path / "empty")
+
+
+@pytest.mark.slow  # about 1 minute: the set's 6000 images, two nets for two epochs
+def test_short_pretrain_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESDET_DATASETS", str(tmp_path / "datasets"))
+    short = ["solver.max_epochs=2", "solver.steps=[2]", "test.eval_period=39"]
+    for name in ("plain20", "resnet20"):
+        config = ROOT / "configs" / "classification" / f"shapes_{name}.yaml"
+        argv = ["--config", str(config), f"output_dir={tmp_path / name}", *short]
+        assert tool.main(argv) == 0
+    png = tmp_path / "degradation.png"
+    argv = ["--curves", str(tmp_path / "plain20"), str(tmp_path / "resnet20"), "--output", str(png)]
+    assert tool.main(argv) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "plain20" in out and "resnet20" in out
+    for name in ("plain20", "resnet20"):
+        run = read_run(tmp_path / name)
+        assert [r["iteration"] for r in run.val] == [39, 78]
+        # both learn: from chance (80% for five classes) to clearly better in two epochs
+        assert run.train[0]["train_err"] > 60 and run.final_train_error() < 75
