@@ -15,14 +15,10 @@ from typing import Any
 import yaml
 
 from ..utils.io import write_text
-from .datasets import DATASETS, is_resolvable
+from .checks import ConfigError, validate
 from .schema import Config
 
 BASE_KEY = "_base_"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message says what, where and how to fix it."""
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -200,6 +196,24 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+def _coerce_container(value: Any, tp: Any, key: str, source: str, fail) -> Any:
+    """`value` checked against list[T] or dict[K, V], item by item."""
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list | tuple):
+            fail()
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if value is None:  # null clears an inherited mapping (a child map adds to it)
+        return {}
+    if not isinstance(value, Mapping):
+        fail()
+    ktp, vtp = typing.get_args(tp)
+    return {
+        _coerce(k, ktp, f"{key} (a key)", source): _coerce(v, vtp, f"{key}.{k}", source)
+        for k, v in value.items()
+    }
+
+
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """`value` checked against (and converted to) the annotation `tp`."""
 
@@ -223,21 +237,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             except ConfigError:
                 pass
         fail()
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            fail()
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if value is None:  # null clears an inherited mapping (a child map adds to it)
-            return {}
-        if not isinstance(value, Mapping):
-            fail()
-        ktp, vtp = typing.get_args(tp)
-        return {
-            _coerce(k, ktp, f"{key} (a key)", source): _coerce(v, vtp, f"{key}.{k}", source)
-            for k, v in value.items()
-        }
+    if origin in (list, dict):
+        return _coerce_container(value, tp, key, source, fail)
     if tp is bool:
         if not isinstance(value, bool):
             fail()
@@ -293,59 +294,6 @@ def _build(cls: type, data: Mapping[str, Any], sources: dict, prefix: str = "") 
     return cls(**kwargs)
 
 
-def _validate(cfg: Config) -> None:
-    """Checks across fields, with the fix in the message."""
-    s = cfg.solver
-    if s.steps != sorted(s.steps):
-        raise ConfigError(f"solver.steps must be increasing, got {s.steps}")
-    if any(v <= 0 for v in (s.ims_per_batch, s.max_iter, s.checkpoint_period)):
-        raise ConfigError("solver.ims_per_batch, solver.max_iter and checkpoint_period must be > 0")
-    if s.accumulate < 1 or s.ims_per_batch % s.accumulate:
-        raise ConfigError(
-            f"solver.accumulate={s.accumulate} must be >= 1 and divide solver.ims_per_batch="
-            f"{s.ims_per_batch} (each pass takes ims_per_batch / accumulate images)"
-        )
-    if s.patience < 0:
-        raise ConfigError(f"solver.patience must be >= 0 (0 = never stop early), got {s.patience}")
-    if s.patience > 0 and cfg.test.eval_period <= 0:
-        raise ConfigError(
-            f"solver.patience={s.patience} counts periodic evaluations, but test.eval_period="
-            f"{cfg.test.eval_period}; set test.eval_period > 0 or solver.patience=0"
-        )
-    if not 0.0 <= cfg.test.analyze_score_thresh <= 1.0:
-        raise ConfigError(
-            f"test.analyze_score_thresh must be in [0, 1], got {cfg.test.analyze_score_thresh}"
-        )
-    if cfg.model.class_map and not cfg.model.weights:
-        raise ConfigError(
-            "model.class_map maps the classes of a detector checkpoint, but model.weights is "
-            "null; set model.weights=PATH or remove model.class_map"
-        )
-    if not cfg.input.min_size_train:
-        raise ConfigError("input.min_size_train needs at least one size")
-    m = cfg.model
-    if len(m.pixel_mean) != 3 or len(m.pixel_std) != 3:
-        raise ConfigError("model.pixel_mean and model.pixel_std need 3 values (one per channel)")
-    if len(m.roi_heads.box_reg_weights) != 4:
-        raise ConfigError("model.roi_heads.box_reg_weights needs 4 values (dx, dy, dw, dh)")
-    lo, hi = (m.rpn.iou_thresholds + [None, None])[:2]
-    if len(m.rpn.iou_thresholds) != 2 or lo > hi:
-        raise ConfigError(
-            f"model.rpn.iou_thresholds must be [negative_below, positive_from] with the first "
-            f"<= the second, got {m.rpn.iou_thresholds}"
-        )
-    if m.roi_heads.num_classes < 1:
-        raise ConfigError("model.roi_heads.num_classes must be at least 1")
-    for split in ("train", "test"):
-        d = getattr(cfg.data, split)
-        if not is_resolvable(d.name, d.annotations, d.images):
-            raise ConfigError(
-                f"data.{split}: name {d.name!r} is not a registered dataset "
-                f"({', '.join(DATASETS)}); set a registered name or both "
-                f"data.{split}.annotations and data.{split}.images"
-            )
-
-
 # ---------------------------------------------------------------------------------------------
 # Public API
 
@@ -382,7 +330,7 @@ def load_config(
         _apply_override(data, text, sources, schema)
     cfg = _build(schema, data, sources)
     if schema is Config:
-        _validate(cfg)
+        validate(cfg)
     return cfg
 
 
@@ -397,7 +345,7 @@ def config_from_dict(
     for text in overrides:
         _apply_override(data, text, sources)
     cfg = _build(Config, data, sources)
-    _validate(cfg)
+    validate(cfg)
     return cfg
 
 
