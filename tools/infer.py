@@ -57,8 +57,7 @@ def _inputs(path: str) -> tuple[list[Path], list[Path]]:
     return list_images(p), []
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, load the Predictor, write the results; returns the exit code."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, metavar="CKPT")
     parser.add_argument(
@@ -75,6 +74,37 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the embedded config"
     )
     add_logging_arguments(parser)
+    return parser
+
+
+def _predict_videos(parser, predictor, videos: list, args) -> list:
+    """Run the predictor on each video and print what it wrote; returns the videos that failed."""
+    failed = []
+    for video in videos:
+        try:
+            s = predict_video(
+                predictor, video, args.output, every=args.every, progress=not args.no_progress
+            )
+        except VideoReadError as e:
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
+            failed.append(video)
+            continue
+        short = (
+            f" (the container announced {s.expected_frames}: the end may be undecodable)"
+            if s.expected_frames and s.frames < s.expected_frames
+            else ""
+        )
+        print(
+            f"{video}: {s.frames} frames{short}, detector on {s.processed}, {s.detections} "
+            f"detections, {s.frames_per_s:.2f} detected frames/s; wrote {s.video} ({s.codec}) "
+            f"and {s.jsonl}"
+        )
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, load the Predictor, write the results; returns the exit code."""
+    parser = _parser()
     args = parser.parse_intermixed_args(argv)
     configure_logging(args)
     if args.every < 1:
@@ -101,26 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         for record in records:
             print(f"{record['image']}: {len(record['detections'])} detections")
         print(f"wrote {len(records)} image(s) with JSON to {args.output}")
-    failed = []
-    for video in videos:
-        try:
-            s = predict_video(
-                predictor, video, args.output, every=args.every, progress=not args.no_progress
-            )
-        except VideoReadError as e:
-            print(f"{parser.prog}: error: {e}", file=sys.stderr)
-            failed.append(video)
-            continue
-        short = (
-            f" (the container announced {s.expected_frames}: the end may be undecodable)"
-            if s.expected_frames and s.frames < s.expected_frames
-            else ""
-        )
-        print(
-            f"{video}: {s.frames} frames{short}, detector on {s.processed}, {s.detections} "
-            f"detections, {s.frames_per_s:.2f} detected frames/s; wrote {s.video} ({s.codec}) "
-            f"and {s.jsonl}"
-        )
+    failed = _predict_videos(parser, predictor, videos, args)
     return 2 if failed else 0
 
 
