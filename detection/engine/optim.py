@@ -42,16 +42,23 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
     return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items()]
 
 
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: Config, *, grad_scaling: bool = False
+) -> torch.optim.Optimizer:
     """SGD with momentum, fused (one kernel per step: the same update, bit for bit) on the devices
-    where torch has the kernel, CPU included; foreach elsewhere.
+    where torch has the kernel, CPU included; foreach elsewhere, and with fp16's gradient scaling
+    (`grad_scaling`).
 
     On CPU the step is memory bound, and the fused kernel reads and writes each parameter once
-    where foreach makes several passes; that is why it is preferred there too.
+    where foreach makes several passes; that is why it is preferred there too. Not with a
+    GradScaler: fused SGD allocates its momentum buffers uninitialised and fills them in its
+    first step; when the scaler skips that step (an overflow, common at the first fp16
+    iteration) they stay garbage and the next step sends the weights to ~1e29 (seen in the
+    classifier trainer on an H200, torch 2.11).
     """
     groups = param_groups(model, cfg)
     devices = {p.device.type for g in groups for p in g["params"]}
-    fused = devices <= set(_get_fused_kernels_supported_devices())
+    fused = not grad_scaling and devices <= set(_get_fused_kernels_supported_devices())
     kwargs = {"fused": True} if fused else {"foreach": True}
     return torch.optim.SGD(groups, lr=cfg.solver.base_lr, momentum=cfg.solver.momentum, **kwargs)
 

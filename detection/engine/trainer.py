@@ -114,7 +114,8 @@ class Trainer:
         self.model = build_model(cfg, load_weights=not resuming, class_names=names).to(device)
         if use_channels_last(cfg.solver.memory_format, self.precision.name):
             self.model.set_channels_last(True)
-        self.optimizer = build_optimizer(self.model, cfg)
+        fp16 = self.precision.name == "fp16"  # a GradScaler: not the fused SGD (see optim)
+        self.optimizer = build_optimizer(self.model, cfg, grad_scaling=fp16)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         # only now that the data, the model (and model.weights) and the schedule are known
         # good: bad input must fail before anything is written

@@ -80,3 +80,12 @@ def test_cpu_optimizer_is_fused_and_updates_as_plain_sgd():
             o.step()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_no_fused_sgd_with_a_grad_scaler():
+    """Fused SGD leaves its momentum uninitialised when a GradScaler skips its first step."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    cfg = load_config(None)
+    assert build_optimizer(model, cfg).defaults["fused"]  # CPU has the fused kernel
+    scaled = build_optimizer(model, cfg, grad_scaling=True).defaults
+    assert not scaled["fused"] and scaled["foreach"]
