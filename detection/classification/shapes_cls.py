@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from detection.config.datasets import dataset_root
-from detection.data.shapes import CLASSES, _background, _draw, _polygon
+from detection.data.shapes import CLASSES, _background, _draw, shape_at
 from detection.utils.io import write_json
 
 # split -> (number of images, seed)
@@ -31,17 +31,6 @@ IMAGE_SIZE = 32
 FOLDER = "shapes_cls"
 GENERATOR_VERSION = 1
 _CLASS_HUES = (0, 30, 60, 100, 140)  # as the detection set's (OpenCV hue units)
-
-
-def _shape(rng: np.random.Generator, label: int, center: np.ndarray, size: float) -> dict:
-    """A shape of class `label` centred at `center` with side / diameter `size` (pixels)."""
-    poly = _polygon(rng, label, center, size)
-    if poly is not None:
-        return {"kind": "poly", "geom": poly}
-    ratio = 1.0 if CLASSES[label] == "circle" else rng.uniform(0.35, 0.65)
-    axes = (int(size / 2 * 16), int(size / 2 * ratio * 16))
-    c = (int(center[0] * 16), int(center[1] * 16))
-    return {"kind": "ellipse", "geom": (c, axes, float(rng.uniform(0, 180)))}
 
 
 def _color(rng: np.random.Generator, label: int, class_hue: float) -> list[int]:
@@ -54,7 +43,7 @@ def _color(rng: np.random.Generator, label: int, class_hue: float) -> list[int]:
 
 
 def _paint(rng: np.random.Generator, img: np.ndarray, label: int, center, size: float) -> None:
-    shape = _shape(rng, label, center, size)
+    shape = shape_at(rng, label, center, size)
     color = _color(rng, label, 0.6)
     _draw(img, shape, color, cv2.LINE_AA)
     if shape["kind"] == "poly" and rng.random() < 0.4:

@@ -88,6 +88,12 @@ def _random_shape(rng: np.random.Generator, label: int, width: int, height: int)
     """A shape of class `label` at a random place, size and angle: {"kind", "geom"} for _draw."""
     size = float(np.exp(rng.uniform(np.log(20), np.log(110))))
     center = rng.uniform(0, 1, 2) * (width, height)
+    return shape_at(rng, label, center, size)
+
+
+def shape_at(rng: np.random.Generator, label: int, center: np.ndarray, size: float) -> dict:
+    """A shape of class `label` centred at `center` with side / diameter `size` (pixels), at a
+    random angle (and, for ellipses, aspect): {"kind", "geom"} for _draw."""
     poly = _polygon(rng, label, center, size)
     if poly is not None:
         return {"kind": "poly", "geom": poly}
