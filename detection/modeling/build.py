@@ -7,6 +7,7 @@ RPN, the RoI heads and the meta-architecture, which every design shares.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from .poolers import RoIPooler
 from .rcnn import FasterRCNN
 from .roi_heads import RoIHeads
 from .rpn import RPN
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,6 +87,12 @@ def _backbone_options(cfg: Config) -> dict:
     return opts
 
 
+def _load_pretrained(module: nn.Module, weights: str, what: str) -> None:
+    """model.backbone.weights into `module`, with load_pretrained's report logged."""
+    report = load_pretrained(module, weights)
+    logger.info("model.backbone.weights into %s: %s", what, report)
+
+
 def resnet_fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
     """ResNet res2..res5 under an FPN: the RPN on P2..P6, RoIs pooled from P2..P5."""
     in_features = ["res2", "res3", "res4", "res5"]
@@ -91,7 +100,7 @@ def resnet_fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
         cfg.model.backbone.name, out_features=in_features, **_backbone_options(cfg)
     )
     if weights:
-        load_pretrained(bottom_up, weights)
+        _load_pretrained(bottom_up, weights, "the backbone")
     backbone = FPN(bottom_up, in_features, cfg.model.neck.out_channels)
     rpn_features = list(backbone.out_features)  # p2..p6
     return DetectorParts(
@@ -112,9 +121,9 @@ def vgg16_parts(cfg: Config, weights: str | None) -> DetectorParts:
     if r.box_head == "vgg_fc":
         box_head = VGGBoxHead(backbone.out_channels["conv5"], r.pooler_resolution)
         if weights:
-            load_pretrained(box_head, weights)
+            _load_pretrained(box_head, weights, "the box head (fc6/fc7)")
     if weights:
-        load_pretrained(backbone, weights)
+        _load_pretrained(backbone, weights, "the backbone")
     return DetectorParts(backbone, ["conv5"], ["conv5"], size_divisibility=16, box_head=box_head)
 
 
@@ -128,7 +137,7 @@ def resnet_c4_parts(cfg: Config, weights: str | None) -> DetectorParts:
         cfg.model.backbone.name, out_features=["res5"], **_backbone_options(cfg)
     )
     if weights:
-        load_pretrained(backbone, weights)
+        _load_pretrained(backbone, weights, "the backbone (res5 included)")
     assert isinstance(backbone, ResNet)
     res5 = split_after(backbone, "res4")["res5"]
     box_head = Res5Head(res5) if cfg.model.roi_heads.box_head == "res5" else None
