@@ -10,7 +10,6 @@ model_final.pth is usable as `model.backbone.weights` of a detection config as i
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -19,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ..config.loader import ConfigError, save_config, to_dict
 from ..data.build import worker_error
-from ..engine.checkpoint import Checkpointer, config_differences
+from ..engine.checkpoint import Checkpointer, config_differences, gather_rng_states
 from ..engine.hooks import MetricsWriter, peak_memory_mb
-from ..engine.rng import get_rng_state, seed_all, set_rng_state
+from ..engine.rng import seed_all, set_rng_state
 from ..utils.distributed import DistInfo, reduce_mean
 from ..utils.io import write_json
 from ..utils.precision import autocast, resolve_precision
@@ -39,15 +37,6 @@ from .model import build_model, classifier_state
 from .solver import StepSchedule, build_optimizer, resolve_schedule
 
 logger = logging.getLogger(__name__)
-
-
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    state = get_rng_state()
-    if info.world_size == 1:
-        return [state]
-    states: list = [None] * info.world_size
-    dist.all_gather_object(states, state)
-    return states
 
 
 class _Meter:
@@ -147,7 +136,7 @@ class ClassifierTrainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "iteration": self.iteration,
-            "rng": _gather_rng(self.info),
+            "rng": gather_rng_states(self.info.world_size),
         }
 
     def save(self, name: str, *, periodic: bool = True) -> None:
@@ -199,20 +188,6 @@ class ClassifierTrainer:
         rng = ckpt["rng"]
         set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
         logger.info("resumed from %s at iteration %d", path, self.iteration)
-
-    def _truncate_metrics(self) -> None:
-        """Drop metrics.jsonl records after the start iteration (a resumed run redoes them)."""
-        path = self.out / "metrics.jsonl"
-        if not self.info.is_main or not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("iteration", 0) <= self.iteration:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-        path.write_text("".join(k + "\n" for k in kept))
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -325,7 +300,8 @@ class ClassifierTrainer:
         (unless test.eval_period is -1) and write metrics.json; returns its content."""
         model = self._wrap()
         model.train()
-        self._truncate_metrics()
+        writer = MetricsWriter(self.out, self.info.is_main)
+        writer.truncate(self.iteration)  # a resumed run redoes the records after its checkpoint
         loader = train_loader(
             self.cfg,
             self.train_set,
@@ -333,7 +309,7 @@ class ClassifierTrainer:
             world_size=self.info.world_size,
             start_iter=self.iteration,
         )
-        batches, writer, meter = iter(loader), MetricsWriter(self.out, self.info.is_main), _Meter()
+        batches, meter = iter(loader), _Meter()
         self.last_record: dict[str, Any] = {}
         bar = tqdm(
             total=self.schedule.max_iter,
