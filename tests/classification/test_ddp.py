@@ -21,6 +21,7 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
+@pytest.mark.slow  # two torchrun processes: 20-40 s on 2 cores
 def test_two_processes_train_as_one(tmp_path):
     """23 s on 2 busy cores (two torch processes start)."""
     root = write_image_folder(tmp_path / "images", size=32)

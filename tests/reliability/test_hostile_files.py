@@ -36,6 +36,7 @@ def test_the_payload_really_runs_code_when_unpickled(hostile_checkpoint):
     assert marker.read_text() == "pwned"
 
 
+@pytest.mark.slow  # five loaders, three of them tool subprocesses: ~30 s on 2 cores
 def test_checkpoint_loaders_refuse_code(hostile_checkpoint, tiny_config):
     path, marker = hostile_checkpoint
     with pytest.raises(ValueError, match="weights_only=True"):
