@@ -34,8 +34,6 @@ from detection.config.cli import (
     configure_logging,
     tool_parser,
 )
-from detection.engine.benchmark import benchmark, benchmark_data
-from detection.evaluation.timing import benchmark_eval
 from detection.utils.precision import PRECISIONS
 
 
@@ -176,6 +174,10 @@ def _print_eval(result: dict) -> None:
 
 def _run(args, cfg, say) -> dict:
     """Measure what --mode names and print it; returns the result record."""
+    # imported after the arguments are parsed: torchvision's ops and albumentations take ~2.5 s
+    from detection.engine.benchmark import benchmark, benchmark_data
+    from detection.evaluation.timing import benchmark_eval
+
     if args.mode == "data":
         result = benchmark_data(cfg, iters=args.iters or 50, warmup=args.warmup, progress=say)
         _print_data(result)

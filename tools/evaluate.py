@@ -32,15 +32,6 @@ from detection.config.cli import (
     print_config,
     tool_parser,
 )
-from detection.data import build_dataset
-from detection.evaluation import (
-    check_analyze,
-    check_classes,
-    default_output_dir,
-    evaluate_model,
-    format_table,
-    load_checkpoint_model,
-)
 from detection.utils.distributed import cleanup, device_of, init_distributed
 from detection.utils.logging import log_to_file, remove_log_file
 from detection.utils.precision import resolve_precision
@@ -94,6 +85,8 @@ def _analyze_threshold(
     out of range."""
     if not (args.analyze or cfg.test.analyze):
         return None
+    from detection.evaluation import check_analyze
+
     thresh = args.score_thresh if args.score_thresh is not None else cfg.test.analyze_score_thresh
     try:
         check_analyze(thresh, output_dir)
@@ -105,6 +98,11 @@ def _analyze_threshold(
 def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str, rank: int):
     """(model, config, test set), or exit 2 saying what is wrong with them; rank 0 prints the
     config."""
+    # imported here, after the flags are checked: detection.evaluation and detection.data pull
+    # in torchvision's ops and albumentations (~2 s) that --help and bad flags never need
+    from detection.data import build_dataset
+    from detection.evaluation import check_classes, load_checkpoint_model
+
     try:
         model, cfg = load_checkpoint_model(
             args.checkpoint, args.config, args.overrides, device=device
@@ -131,6 +129,8 @@ def _precision(model, cfg) -> str:
 
 
 def _report(record: dict, world_size: int, output_dir) -> None:
+    from detection.evaluation import format_table
+
     print()
     print(format_table(record["bbox"]))
     speed = record["inference"]
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     log_file = None
     try:
         model, cfg, dataset = _load(parser, args, device, rank)
+        from detection.evaluation import default_output_dir, evaluate_model
+
         output_dir = args.output_dir or default_output_dir(cfg)
         analyze = _analyze_threshold(parser, args, cfg, output_dir)
         if rank == 0:  # the inputs are checked: from here on, what is logged is kept

@@ -21,23 +21,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from detection import Predictor
 from detection.config import ConfigError
 from detection.config.cli import add_logging_arguments, configure_logging
-from detection.deploy.video import (
-    VIDEO_EXTENSIONS,
-    VideoReadError,
-    is_video,
-    list_videos,
-    open_video,
-    predict_video,
-)
-from detection.evaluation import list_images, predict_images
-from detection.evaluation.predict import IMAGE_EXTENSIONS
+
+# the detector, the video and image helpers are imported in the functions that use them, after
+# the arguments are parsed: they pull in torchvision's ops and OpenCV (~2.5 s) that --help and
+# bad flags never need
 
 
 def _inputs(path: str) -> tuple[list[Path], list[Path]]:
     """(images, videos) of a file or a folder."""
+    from detection.deploy.video import VIDEO_EXTENSIONS, is_video, list_videos, open_video
+    from detection.evaluation import list_images
+    from detection.evaluation.predict import IMAGE_EXTENSIONS
+
     p = Path(path)
     if p.is_file() and is_video(p):
         open_video(p).release()  # an undecodable video fails here, before the model loads
@@ -79,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _predict_videos(parser, predictor, videos: list, args) -> list:
     """Run the predictor on each video and print what it wrote; returns the videos that failed."""
+    from detection.deploy.video import VideoReadError, predict_video
+
     failed = []
     for video in videos:
         try:
@@ -109,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
     if args.every < 1:
         parser.exit(2, f"{parser.prog}: error: --every {args.every}: give a positive number\n")
+    from detection import Predictor
+    from detection.deploy.video import VideoReadError
+    from detection.evaluation import predict_images
+
     try:
         images, videos = _inputs(args.input)
         predictor = Predictor.from_checkpoint(

@@ -26,8 +26,6 @@ from detection.config.cli import (
     tool_parser,
 )
 from detection.engine.failures import TrainingError
-from detection.engine.trainer import train
-from detection.evaluation import evaluate_checkpoint, training_evaluator
 from detection.utils.distributed import DistInfo, cleanup, device_of, init_distributed
 
 
@@ -51,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _evaluate_only(args: argparse.Namespace, info: DistInfo, device: str) -> dict:
     """Evaluate the checkpoint with its embedded config plus the overrides."""
+    from detection.evaluation import evaluate_checkpoint
+
     show = (lambda cfg: print_config(cfg, file=sys.stderr)) if info.is_main else None
     return evaluate_checkpoint(
         args.checkpoint,
@@ -64,6 +64,11 @@ def _evaluate_only(args: argparse.Namespace, info: DistInfo, device: str) -> dic
 def _train(args: argparse.Namespace, cfg, info: DistInfo, device: str) -> dict:
     if info.is_main:
         print_config(cfg, file=sys.stderr)
+    # imported once the config is shown: the trainer and the evaluation pull in torchvision's
+    # ops and albumentations (~2 s), which --help and a config error never need
+    from detection.engine.trainer import train
+    from detection.evaluation import training_evaluator
+
     return train(
         cfg,
         resume=args.resume,

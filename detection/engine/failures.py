@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import Config, ConfigError
-from ..data import per_rank_batch_size
 from ..utils.precision import Precision, resolve_precision
 
 if TYPE_CHECKING:
@@ -37,6 +36,8 @@ def training_precision(amp: str, device: str) -> Precision:
 def check_training_config(cfg: Config, world_size: int) -> None:
     """What the config loader cannot check alone (it depends on the process count): the batch
     must split into solver.accumulate passes on every process. ConfigError before any work."""
+    from ..data import per_rank_batch_size  # detection.data imports albumentations: lazily
+
     per_rank_batch_size(cfg.solver.ims_per_batch, world_size, cfg.solver.accumulate)
 
 
