@@ -6,8 +6,9 @@ start) does not pay for torchvision's ops, which import torch._dynamo (~1.3 s).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .config import load_config
@@ -23,14 +24,4 @@ _PUBLIC = {
 
 __all__ = ["Predictor", "build_model", "load_config", "load_model"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'detection' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

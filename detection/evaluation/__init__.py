@@ -3,60 +3,46 @@ diagnostics (per-class precision / recall, confusions, PR curves: analyze_detect
 
 Metrics are in percent; a metric is None (null in JSON) where COCOeval has no ground truth to
 average over (an empty area range, or a category without boxes in the evaluated images).
+
+The public names are imported on first use (PEP 562): a submodule such as
+detection.evaluation.compare loads without the evaluator's imports (the detector and torchvision's
+ops, which import torch._dynamo), which tools/compare.py never needs.
 """
 
-# write_json stays importable from here, where it lived before detection.utils
-from ..utils.io import write_json
-from .coco import coco_evaluate, detections_to_coco, format_table, load_coco
-from .compare import (
-    comparison_rows,
-    find_metrics,
-    format_csv,
-    format_markdown,
-    load_entry,
-    plot_comparison,
-)
-from .diagnostics import analyze_detections
-from .diagnostics_report import format_analysis, write_analysis
-from .evaluator import (
-    check_analyze,
-    check_classes,
-    default_output_dir,
-    evaluate_checkpoint,
-    evaluate_model,
-    load_checkpoint_model,
-    run_evaluation,
-    training_evaluator,
-)
-from .inference import infer_shard, inference_on_dataset, merge_by_image
-from .predict import list_images, predict_images
+from __future__ import annotations
 
-__all__ = [
-    "analyze_detections",
-    "check_analyze",
-    "check_classes",
-    "coco_evaluate",
-    "comparison_rows",
-    "default_output_dir",
-    "detections_to_coco",
-    "evaluate_checkpoint",
-    "evaluate_model",
-    "training_evaluator",
-    "find_metrics",
-    "format_csv",
-    "format_analysis",
-    "format_markdown",
-    "format_table",
-    "infer_shard",
-    "inference_on_dataset",
-    "list_images",
-    "load_checkpoint_model",
-    "load_coco",
-    "load_entry",
-    "merge_by_image",
-    "plot_comparison",
-    "predict_images",
-    "run_evaluation",
-    "write_analysis",
-    "write_json",
-]
+from ..utils.lazy import lazy_exports
+
+_PUBLIC = {
+    "analyze_detections": ".diagnostics",
+    "check_analyze": ".evaluator",
+    "check_classes": ".evaluator",
+    "coco_evaluate": ".coco",
+    "comparison_rows": ".compare",
+    "default_output_dir": ".evaluator",
+    "detections_to_coco": ".coco",
+    "evaluate_checkpoint": ".evaluator",
+    "evaluate_model": ".evaluator",
+    "find_metrics": ".compare",
+    "format_analysis": ".diagnostics_report",
+    "format_csv": ".compare",
+    "format_markdown": ".compare",
+    "format_table": ".coco",
+    "infer_shard": ".inference",
+    "inference_on_dataset": ".inference",
+    "list_images": ".predict",
+    "load_checkpoint_model": ".evaluator",
+    "load_coco": ".coco",
+    "load_entry": ".compare",
+    "merge_by_image": ".inference",
+    "plot_comparison": ".compare",
+    "predict_images": ".predict",
+    "run_evaluation": ".evaluator",
+    "training_evaluator": ".evaluator",
+    "write_analysis": ".diagnostics_report",
+    "write_json": "..utils.io",
+}
+
+__all__ = sorted(_PUBLIC)
+
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
