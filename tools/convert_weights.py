@@ -13,13 +13,6 @@ from pathlib import Path
 import torch
 
 from detection.config.cli import add_logging_arguments, configure_logging
-from detection.engine.checkpoint import model_checkpoint, save_atomic
-from detection.modeling import build_model
-from detection.modeling.convert import (
-    coco_class_names,
-    convert_torchvision_fpn,
-    torchvision_fpn_config,
-)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args)
+    # the detector's modules (torchvision's ops, ~1.5 s) are imported once the arguments are good
+    from detection.engine.checkpoint import model_checkpoint, save_atomic
+    from detection.modeling import build_model
+    from detection.modeling.convert import (
+        coco_class_names,
+        convert_torchvision_fpn,
+        torchvision_fpn_config,
+    )
+
     try:
         state = torch.load(args.input, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -10,12 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from detection.config.cli import add_logging_arguments, configure_logging  # noqa: E402
+from detection.config.cli import add_logging_arguments, configure_logging
+from detection.utils.figures import pyplot
 
 LOSSES = ("total_loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
 
@@ -37,6 +33,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def plot(records: list[dict], output: Path, title: str) -> None:
     """The training losses (log scale) and, when the run evaluated, AP / AP50, into `output`."""
+    plt = pyplot("tools/plot_metrics.py")  # matplotlib on first use: --help stays quick
     train = [r for r in records if "total_loss" in r]
     evals = [r for r in records if "bbox/AP" in r]
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(12 if evals else 7, 4.5))
