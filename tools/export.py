@@ -20,7 +20,7 @@ import sys
 
 from detection.config import ConfigError
 from detection.config.cli import configure_logging, tool_parser
-from detection.deploy import DEFAULT_OPSET, FORMATS, ExportError, ParityError, export_checkpoint
+from detection.deploy.formats import DEFAULT_OPSET, FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     configure_logging(args)
+    # the exporter (the detector, torchvision's ops, onnx) once the arguments are good
+    from detection.deploy.export import ExportError, ParityError, export_checkpoint
+
     try:
         report = export_checkpoint(
             args.checkpoint,

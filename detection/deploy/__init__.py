@@ -1,30 +1,27 @@
 """Deployment: the detector exported to ONNX / TorchScript (checked against PyTorch), and
-inference on videos."""
+inference on videos.
 
-from .export import (
-    DEFAULT_OPSET,
-    FORMATS,
-    Comparison,
-    ExportError,
-    ExportReport,
-    ParityError,
-    compare_detections,
-    export_checkpoint,
-    load_exported,
-    read_metadata,
-)
-from .graph import DeployableDetector
+The public names are imported on first use (PEP 562).
+"""
 
-__all__ = [
-    "DEFAULT_OPSET",
-    "FORMATS",
-    "Comparison",
-    "DeployableDetector",
-    "ExportError",
-    "ExportReport",
-    "ParityError",
-    "compare_detections",
-    "export_checkpoint",
-    "load_exported",
-    "read_metadata",
-]
+from __future__ import annotations
+
+from ..utils.lazy import lazy_exports
+
+_PUBLIC = {
+    "DEFAULT_OPSET": ".formats",
+    "FORMATS": ".formats",
+    "Comparison": ".export",
+    "DeployableDetector": ".graph",
+    "ExportError": ".export",
+    "ExportReport": ".export",
+    "ParityError": ".export",
+    "compare_detections": ".export",
+    "export_checkpoint": ".export",
+    "load_exported": ".export",
+    "read_metadata": ".export",
+}
+
+__all__ = sorted(_PUBLIC)
+
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -36,13 +36,9 @@ from ..config import to_dict
 from ..modeling import load_model
 from ..predictor import Predictor, to_tensor
 from ..utils.io import atomic_path
+from .formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from .graph import PRECISIONS, DeployableDetector
 
-FORMATS = ("onnx", "torchscript")
-# RoiAlign / NonMaxSuppression / dynamic TopK need opset 11; 20 is the newest the
-# TorchScript-based exporter writes
-MIN_OPSET, MAX_OPSET = 11, 20
-DEFAULT_OPSET = 17
 EXPORT_EXTRA = "pip install 'resdet[export]' (or: pip install onnx onnxruntime)"
 
 # The bounds of the check. fp32: the same arithmetic in another runtime; differences are
