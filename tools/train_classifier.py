@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from detection.classification import load_classifier_config, train_classifier
-from detection.classification.curves import plot_error_curves, read_run, summary_table
+from detection.classification.config import load_classifier_config
 from detection.config import ConfigError, dump
 from detection.config.cli import add_config_arguments, configure_logging, tool_parser
 from detection.utils.distributed import cleanup, device_of, init_distributed
@@ -44,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _curves(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from detection.classification.curves import plot_error_curves, read_run, summary_table
+
     try:
         runs = [read_run(d) for d in args.curves]
     except (OSError, ValueError) as e:
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if info.is_main:
         print("resolved config:\n  " + dump(cfg).rstrip().replace("\n", "\n  "), file=sys.stderr)
+    # the engine (data pipeline, torchvision) once the config is shown: --help stays quick
+    from detection.classification.engine import train_classifier
+
     try:
         result = train_classifier(
             cfg, resume=args.resume, device=device_of(info, args.device), dist_info=info

@@ -5,7 +5,18 @@ layout), the CIFAR-10 experiments of its section 4.2, and the embedded shapes se
 `model.backbone.weights` in every detection config.
 """
 
-from .config import ClassifierConfig, load_classifier_config
-from .engine import ClassifierTrainer, train_classifier
+from __future__ import annotations
 
-__all__ = ["ClassifierConfig", "ClassifierTrainer", "load_classifier_config", "train_classifier"]
+from ..utils.lazy import lazy_exports
+
+# imported on first use: the config alone does not need the engine's data pipeline
+_PUBLIC = {
+    "ClassifierConfig": ".config",
+    "ClassifierTrainer": ".engine",
+    "load_classifier_config": ".config",
+    "train_classifier": ".engine",
+}
+
+__all__ = sorted(_PUBLIC)
+
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
