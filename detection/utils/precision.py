@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -184,3 +185,24 @@ def _warn_emulated(device_type: str, why: str) -> None:
 def log_precision(what: str, precision: Precision) -> None:
     """Say once per process and setting what a precision resolved to."""
     logger.info("%s precision: %s", what, precision)
+
+
+def machine_description(device: str | torch.device = "cpu") -> str:
+    """The machine a figure was measured on, in words: the GPU's name, or the CPU's model, its
+    cores and whether bf16 is native (what every published speed figure must say)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    flags = "AVX-512" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "AVX2"
+    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        flags = "no AVX2"
+    native, why = native_bf16("cpu")
+    bf16 = "native bf16" if native else "no native bf16"
+    return f"CPU: {model}, {os.cpu_count()} cores, {flags}, {bf16} ({why})"
