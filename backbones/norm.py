@@ -33,6 +33,11 @@ class FrozenBatchNorm2d(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """([C] scale, [C] shift) with forward(x) = x * scale + shift, per channel."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] scaled and shifted per channel (same shape)."""
         w = self.weight.reshape(1, -1, 1, 1)
@@ -90,6 +95,22 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return convert_frozen_batchnorm(module)
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool) -> torch.Tensor:
+    """norm(conv(x)). With `fold` and a FrozenBatchNorm2d after a bias-free conv, one
+    convolution computes it: the norm's scale multiplies the conv's weight (a [C_out, ...]
+    tensor, cheap) instead of the output feature map, and its shift is the conv's bias. The same
+    function up to float rounding, with a pass over the feature map fewer in the forward and in
+    the backward; conv.weight's gradient flows through the product, and no parameter or buffer
+    changes, so checkpoints are untouched. Blocks fold in training (fold=self.training); at
+    inference the fast path folds once for good (fold_frozen_batchnorm) and the plain path keeps
+    torchvision's arithmetic."""
+    if not fold or type(norm) is not FrozenBatchNorm2d or conv.bias is not None:
+        return norm(conv(x))
+    scale, shift = norm.scale_shift()
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype)
+    return conv._conv_forward(x, weight, shift.to(conv.weight.dtype))
 
 
 def _fold_into(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import make_norm
+from .norm import conv_norm, make_norm
 
 SHORTCUTS = ("A", "B", "C", "none")
 STAGES = ("stem", "res2", "res3", "res4", "res5")
@@ -86,8 +86,14 @@ class ResidualBlock(nn.Module):
     def _merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """ReLU(residual branch `out` + shortcut of the block input `x`); plain nets: ReLU(out)."""
         if self.residual:
-            out += x if self.downsample is None else self.downsample(x)  # in place: one pass less
+            out += x if self.downsample is None else self._shortcut(x)  # in place: a pass less
         return self.relu(out)
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.downsample
+        if isinstance(d, nn.Sequential) and len(d) == 2 and isinstance(d[0], nn.Conv2d):
+            return conv_norm(d[0], d[1], x, self.training)  # projection + norm (B, C)
+        return d(x)
 
 
 class BasicBlock(ResidualBlock):
@@ -122,8 +128,8 @@ class BasicBlock(ResidualBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, in_channels, H, W] -> [N, channels, H / stride, W / stride]."""
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(conv_norm(self.conv1, self.bn1, x, self.training))
+        out = conv_norm(self.conv2, self.bn2, out, self.training)
         return self._merge(out, x)
 
 
@@ -166,9 +172,9 @@ class Bottleneck(ResidualBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, in_channels, H, W] -> [N, 4 * channels, H / stride, W / stride]."""
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(conv_norm(self.conv1, self.bn1, x, self.training))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out, self.training))
+        out = conv_norm(self.conv3, self.bn3, out, self.training)
         return self._merge(out, x)
 
 
@@ -185,7 +191,7 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] -> [N, out_channels, H / 4, W / 4]."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x, self.training)))
 
 
 def make_stage(
