@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
 
-# torchvision's CPU RoI kernels run on one thread. At inference the RoIs are split over
-# torch.get_num_threads() Python threads (the kernels release the GIL): each RoI is pooled by
-# the same code, so the output is bit-identical, and the pooling uses every core.
+from .parallel_roi import roi_align_threads, roi_pool_threads, thread_pool
+
+# torchvision's CPU RoI kernels run on one thread. From PARALLEL_MIN_ROIS RoIs on, the work is
+# split over torch.get_num_threads() Python threads (the kernels release the GIL): at inference
+# the RoIs, in training also the backward's channels (parallel_roi.py); the outputs and the
+# gradients are bit-identical to one call of torchvision's kernels.
 PARALLEL_MIN_ROIS = 64
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    # keyed by process id too: a forked child has the parent's executor but not its threads
-    key = (os.getpid(), workers)
-    with _pools_lock:
-        if key not in _pools:
-            _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="roi-pool")
-        return _pools[key]
+def _thread_pool(workers: int):
+    return thread_pool(workers)
 
 
 def assign_levels(
@@ -99,18 +92,17 @@ class RoIPooler(nn.Module):
         x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
         rois = rois.to(x.dtype)
         threads = torch.get_num_threads()
-        if (
-            x.device.type == "cpu"
-            and threads > 1
-            and rois.shape[0] >= PARALLEL_MIN_ROIS
-            and not (torch.is_grad_enabled() and x.requires_grad)
-        ):
-            x = x.contiguous()  # once: the kernel would copy a channels_last map per call
-            chunks = rois.chunk(threads)
-            return torch.cat(
-                list(_thread_pool(threads).map(lambda r: self._op(x, r, scale), chunks))
+        if x.device.type != "cpu" or threads < 2 or rois.shape[0] < PARALLEL_MIN_ROIS:
+            return self._op(x, rois, scale)
+        if torch.is_grad_enabled() and x.requires_grad:
+            if self.pooler_type == "roi_pool":
+                return roi_pool_threads(x, rois, self.resolution, scale, threads)
+            return roi_align_threads(
+                x, rois, self.resolution, scale, self.sampling_ratio, self.aligned, threads
             )
-        return self._op(x, rois, scale)
+        x = x.contiguous()  # once: the kernel would copy a channels_last map per call
+        chunks = rois.chunk(threads)
+        return torch.cat(list(_thread_pool(threads).map(lambda r: self._op(x, r, scale), chunks)))
 
     def _op(self, x: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
         if self.pooler_type == "roi_pool":

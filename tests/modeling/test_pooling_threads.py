@@ -117,19 +117,69 @@ def test_threaded_fpn_pooling_is_bit_identical(threads, thread_pool_calls):
         assert torch.equal(two[idx], expected), f"level {level}"
 
 
-def test_pooling_with_gradients_matches_torchvision(threads):
-    """Training (features that need gradients) with 2 threads: torchvision's output and
-    gradient, bit for bit."""
-    pooler = RoIPooler("roi_align", RESOLUTION, [STRIDE], sampling_ratio=2, aligned=True)
-    x, boxes = features_and_boxes(200)
+@pytest.fixture
+def training_pool_calls(monkeypatch):
+    """Counts the training path's uses of its thread pool (parallel_roi.py)."""
+    from detection.modeling import parallel_roi
+
+    calls = []
+    original = parallel_roi.thread_pool
+
+    def counting(workers):
+        calls.append(workers)
+        return original(workers)
+
+    monkeypatch.setattr(parallel_roi, "thread_pool", counting)
+    return calls
+
+
+@pytest.mark.parametrize("pooler_type", ["roi_align", "roi_pool"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_pooling_with_gradients_matches_torchvision(
+    pooler_type, channels_last, threads, training_pool_calls
+):
+    """Training (features that need gradients) with 2 threads: the RoIs' forward and the
+    channels' backward are split over the threads, and the output and the gradient are
+    torchvision's single-threaded ones, bit for bit (200 RoIs)."""
+    pooler = RoIPooler(
+        pooler_type, RESOLUTION, [STRIDE], sampling_ratio=2, aligned=pooler_type == "roi_align"
+    )
+    x, boxes = features_and_boxes(200, channels_last)
     x.requires_grad_(True)
-    ref = x.detach().clone().requires_grad_(True)
+    ref = x.detach().clone().contiguous().requires_grad_(True)
     threads(2)
     out = pooler([x], boxes)
-    expected = torchvision_direct("roi_align", ref, boxes)
+    assert training_pool_calls == [2]  # the forward's RoI chunks
+    threads(1)  # torchvision's kernels run on one thread whatever the setting
+    expected = torchvision_direct(pooler_type, ref, boxes)
     assert torch.equal(out, expected)
     weights = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
+    threads(2)
     (out * weights).sum().backward()
+    assert training_pool_calls == [2, 2]  # the backward's channel slices
     (expected * weights).sum().backward()
     assert x.grad.abs().sum() > 0
     assert torch.equal(x.grad, ref.grad)
+
+
+def test_fpn_pooling_gradients_equal_with_one_and_two_threads(threads, training_pool_calls):
+    """The detector's FPN pooler in training: the same gradients with 1 and 2 threads."""
+    strides = [4, 8, 16, 32]
+    pooler = RoIPooler("roi_align", RESOLUTION, strides, sampling_ratio=2)
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 16, 320 // s, 384 // s, generator=g) for s in strides]
+    xy = torch.rand(400, 2, generator=g) * torch.tensor([300.0, 250.0])
+    wh = 2 ** (3 + 6.2 * torch.rand(400, 1, generator=g)) * (
+        0.7 + 0.6 * torch.rand(400, 2, generator=g)
+    )
+    boxes = [torch.cat([xy, xy + wh], 1)[:250], torch.cat([xy, xy + wh], 1)[250:]]
+    weights = torch.randn(400, 16, RESOLUTION, RESOLUTION, generator=g)
+    grads = []
+    for n in (1, 2):
+        threads(n)
+        leaves = [f.clone().requires_grad_(True) for f in feats]
+        (pooler(leaves, boxes) * weights).sum().backward()
+        grads.append([f.grad for f in leaves])
+    assert training_pool_calls, "no level reached the threshold: the test is vacuous"
+    for one, two in zip(*grads, strict=True):
+        assert torch.equal(one, two)
