@@ -6,6 +6,7 @@ With NCCL, object collectives need the current CUDA device set (init_distributed
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,70 @@ def reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
         dist.all_reduce(stacked)
         stacked /= get_world_size()
     return dict(zip(keys, stacked.tolist(), strict=True))
+
+
+class RanksDivergedError(RuntimeError):
+    """The processes of a job hold different weights where they must hold the same."""
+
+
+# the integer type of each float type's width: a float tensor's bits summed as integers
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def tensor_checksum(tensor: torch.Tensor) -> torch.Tensor:
+    """A 0-dim int64 checksum of `tensor`'s bits, on its device.
+
+    The values are read as integers of their width and summed in int64: integer addition is
+    exact and associative, so the checksum does not depend on the reduction order (thread
+    count, kernel, device) and changes when any single element changes by as little as one ulp,
+    which a float sum can miss or produce by rounding alone.
+    """
+    t = tensor.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    elif t.is_floating_point():
+        t = t.view(_BITS[t.element_size()])  # same width: any strides (channels_last) allowed
+    return t.sum(dtype=torch.int64)
+
+
+def check_ranks_agree(named_tensors: Iterable[tuple[str, torch.Tensor]], where: str = "") -> int:
+    """Check that every process holds bit-identical tensors (DDP's promise for parameters).
+
+    Collective: every rank must call it with the same names in the same order. Each rank's
+    checksums (tensor_checksum, one int64 per tensor) are all-gathered, so every rank compares
+    and every rank raises the same RanksDivergedError, naming the first tensor that differs and
+    the ranks that disagree with rank 0; none is left waiting in a later collective. Without a
+    process group there is nothing to compare. Returns the number of tensors checked.
+    `where` (e.g. "at iteration 6") goes into the message.
+    """
+    names, tensors = [], []
+    for name, tensor in named_tensors:
+        names.append(name)
+        tensors.append(tensor)
+    if not is_distributed() or not tensors:
+        return len(tensors)
+    sums = torch.stack([tensor_checksum(t) for t in tensors])
+    # NCCL gathers CUDA tensors only, gloo CPU ones: the parameters' device suits both
+    parts = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, sums)
+    table = torch.stack(parts).cpu()  # (world_size, tensors): one copy for every comparison
+    differs = (table != table[0]).any(dim=0)
+    if not differs.any():
+        return len(tensors)
+    i = int(differs.nonzero()[0])
+    ranks = (table[:, i] != table[0, i]).nonzero().flatten().tolist()
+    shape = tuple(tensors[i].shape)
+    raise RanksDivergedError(
+        f"the processes hold different weights{' ' + where if where else ''}: {names[i]!r} "
+        f"{shape} on rank(s) {ranks} differs from rank 0's ({int(differs.sum())} of "
+        f"{len(names)} tensors differ). DDP keeps the ranks equal only when they start from the "
+        "same weights and apply every step together: look for parameter initialisation that "
+        "is not seeded alike on every rank, a parameter changed outside the optimizer step, "
+        "or a rank that skipped or repeated a step. Resume from a checkpoint written before "
+        "the divergence once the cause is fixed."
+    )
 
 
 def cleanup() -> None:
