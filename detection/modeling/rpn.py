@@ -42,11 +42,17 @@ class RPNHead(nn.Module):
             logits: one [N, A, H_l, W_l] per level.
             deltas: one [N, A * 4, H_l, W_l] per level (dx, dy, dw, dh of each anchor in turn).
         """
+        # the two 1x1 convs as one (their weights stacked: a pass over each map fewer, forward
+        # and backward); the modules stay, so checkpoints and converted weights keep their keys
+        weight = torch.cat([self.objectness.weight, self.deltas.weight])
+        bias = torch.cat([self.objectness.bias, self.deltas.bias])
+        a = self.objectness.out_channels
         logits, deltas = [], []
         for f in features:
             t = F.relu(self.conv(f), inplace=True)
-            logits.append(self.objectness(t))
-            deltas.append(self.deltas(t))
+            both = F.conv2d(t, weight, bias)
+            logits.append(both[:, :a])
+            deltas.append(both[:, a:])
         return logits, deltas
 
 

@@ -134,3 +134,25 @@ def test_fpn_equals_torchvision():
         mine = ours(x)
     for a, b in zip(mine.values(), theirs.values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_rpn_head_runs_its_two_1x1_convs_as_one():
+    """One stacked conv gives what the objectness and delta convs give apart; the keys (which
+    checkpoints and the torchvision converter use) are the two modules'."""
+    from detection.modeling.rpn import RPNHead
+
+    torch.manual_seed(0)
+    head = RPNHead(16, 3)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    assert sorted(head.state_dict()) == [
+        f"{m}.{p}" for m in ("conv", "deltas", "objectness") for p in ("bias", "weight")
+    ]
+    features = [torch.randn(2, 16, 12, 10), torch.randn(2, 16, 6, 5)]
+    logits, deltas = head(features)
+    for f, lg, d in zip(features, logits, deltas, strict=True):
+        t = torch.relu(head.conv(f))
+        torch.testing.assert_close(lg, head.objectness(t), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(d, head.deltas(t), atol=1e-6, rtol=1e-5)
+    sum(lg.sum() + d.square().sum() for lg, d in zip(logits, deltas, strict=True)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
