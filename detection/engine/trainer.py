@@ -19,11 +19,12 @@ from ..config import Config, ConfigError, save_config
 from ..data import build_dataset, build_train_loader, worker_error
 from ..data.build import batch_to_device
 from ..modeling import build_model, read_checkpoint
-from ..utils.distributed import DistInfo
+from ..utils.distributed import DistInfo, RanksDivergedError, check_ranks_agree
 from ..utils.logging import console_configured, log_to_file, remove_log_file
 from ..utils.precision import autocast
 from .checkpoint import Checkpointer, check_resumable, gather_rng_states, model_checkpoint
 from .failures import (
+    TrainingError,
     check_training_config,
     is_out_of_memory,
     out_of_memory_error,
@@ -158,7 +159,12 @@ class Trainer:
     def save(self, name: str, *, periodic: bool = True, pointer: bool = True) -> None:
         """Write checkpoint `name` atomically (rank 0) after checking that every weight is
         finite; `periodic` ones count against solver.keep_checkpoints; `pointer` = False leaves
-        last_checkpoint naming the previous one (model_best.pth)."""
+        last_checkpoint naming the previous one (model_best.pth). With DDP the ranks first
+        check that they hold the same weights (before any rank can raise alone)."""
+        try:
+            check_ranks_agree(self.model.named_parameters(), f"at iteration {self.iteration}")
+        except RanksDivergedError as e:
+            raise TrainingError(f"{e} Not saving {name}.") from None
         names, params = zip(*self.model.named_parameters(), strict=True)
         finite = torch.stack([torch.isfinite(p).all() for p in params]).tolist()  # one sync
         bad = [n for n, ok in zip(names, finite, strict=True) if not ok]
