@@ -50,6 +50,8 @@ def test_shortened_demo(tmp_path, datasets_root):
                 ROOT / "tools/train.py",
                 "--config",
                 f"configs/shapes/{name}.yaml",
+                "--device",
+                "cpu",
                 "--output-dir",
                 out,
                 *short,

@@ -19,6 +19,8 @@ def test_demo_loss_halves(tiny_config):
             ROOT / "tools/train.py",
             "--config",
             ROOT / "configs/shapes/demo_R18_FPN.yaml",
+            "--device",
+            "cpu",
             "--output-dir",
             out,
             "solver.max_iter=100",

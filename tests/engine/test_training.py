@@ -110,8 +110,8 @@ def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
     for name in ("one", "two"):
         (tmp_path / f"dump_{name}").mkdir()
     run_tool(
-        [script, tmp_path / "dump_one", "--config", path, "--output-dir", tmp_path / "one"]
-        + take_all,
+        [script, tmp_path / "dump_one", "--config", path, "--device", "cpu"]
+        + ["--output-dir", tmp_path / "one", *take_all],
         env_extra=env,
     )
     run_tool(
@@ -128,6 +128,8 @@ def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
             tmp_path / "dump_two",
             "--config",
             path,
+            "--device",
+            "cpu",
             "--output-dir",
             tmp_path / "two",
             *take_all,
@@ -202,6 +204,8 @@ def test_eval_only(tiny_config, tmp_path, datasets_root):
             ROOT / "tools/train.py",
             "--config",
             path,
+            "--device",
+            "cpu",
             "--eval-only",
             "--checkpoint",
             out / "model_final.pth",

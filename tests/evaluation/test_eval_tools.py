@@ -90,7 +90,14 @@ def test_evaluate_end_to_end(tiny_checkpoint, tiny_coco, tmp_path):
 
 def test_evaluate_under_torchrun_equals_one_process(tiny_checkpoint, tiny_coco, tmp_path):
     ann, images = tiny_coco
-    common = ["--checkpoint", tiny_checkpoint, "--no-progress", *data_overrides(ann, images)]
+    common = [
+        "--checkpoint",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
+        "--no-progress",
+        *data_overrides(ann, images),
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun processes: the same float summation order
     try:

@@ -111,7 +111,9 @@ def _limit_file_size(limit: int):
 
 def _train(config, out, *overrides, **kwargs):
     return run_tool(
-        [ROOT / "tools/train.py", "--config", config, "--output-dir", out, *overrides], **kwargs
+        [ROOT / "tools/train.py", "--config", config, "--device", "cpu", "--output-dir", out]
+        + list(overrides),
+        **kwargs,
     )
 
 
@@ -190,6 +192,8 @@ def test_sigkill_and_resume_gives_identical_weights(tiny_config, tmp_path):
         ROOT / "tools/train.py",
         "--config",
         path,
+        "--device",
+        "cpu",
         "solver.max_iter=10",
         "solver.log_period=1",
     ]

@@ -44,7 +44,7 @@ def test_checkpoint_loaders_refuse_code(hostile_checkpoint, tiny_config):
     with pytest.raises(ValueError, match="weights_only=True"):
         load_pretrained(build_backbone("resnet18"), path)
     # the tools a user points at a downloaded file
-    r = run_tool([ROOT / "tools/evaluate.py", "--checkpoint", path], check=False)
+    r = run_tool([ROOT / "tools/evaluate.py", "--checkpoint", path, "--device", "cpu"], check=False)
     assert r.returncode == 2 and "weights_only=True" in r.stderr and "Traceback" not in r.stderr
     Image.new("RGB", (32, 24)).save(path.parent / "image.png")
     r = run_tool(
@@ -56,6 +56,8 @@ def test_checkpoint_loaders_refuse_code(hostile_checkpoint, tiny_config):
             path.parent / "image.png",
             "--output",
             path.parent / "out",
+            "--device",
+            "cpu",
         ],
         check=False,
     )
@@ -64,7 +66,8 @@ def test_checkpoint_loaders_refuse_code(hostile_checkpoint, tiny_config):
     cfg_path, _ = tiny_config
     (path.parent / "last_checkpoint").write_text(path.name + "\n")
     r = run_tool(
-        [ROOT / "tools/train.py", "--config", cfg_path, "--output-dir", path.parent, "--resume"],
+        [ROOT / "tools/train.py", "--config", cfg_path, "--output-dir", path.parent, "--resume"]
+        + ["--device", "cpu"],
         check=False,
     )
     assert r.returncode == 2 and "weights_only=True" in r.stderr and "Traceback" not in r.stderr
@@ -78,7 +81,7 @@ def test_yaml_python_tags_are_refused(tmp_path):
         f"_base_: {ROOT}/configs/shapes/demo_R18_C4.yaml\n"
         f"seed: !!python/object/apply:os.system ['touch {marker}']\n"
     )
-    r = run_tool([ROOT / "tools/train.py", "--config", cfg], check=False)
+    r = run_tool([ROOT / "tools/train.py", "--config", cfg, "--device", "cpu"], check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "python/object" in r.stderr or "could not determine a constructor" in r.stderr
     assert not marker.exists()
@@ -100,7 +103,9 @@ def test_image_paths_out_of_the_image_folder_are_refused(tmp_path, tiny_config, 
     )
     cfg_path, _ = tiny_config
     overrides = [f"data.train.annotations={ann}", f"data.train.images={images}"]
-    for tool in ("train.py", "check_dataset.py"):
-        r = run_tool([ROOT / "tools" / tool, "--config", cfg_path, *overrides], check=False)
+    # check_dataset.py has no --device: it runs no model
+    for tool, device in (("train.py", ["--device", "cpu"]), ("check_dataset.py", [])):
+        argv = [ROOT / "tools" / tool, "--config", cfg_path, *device, *overrides]
+        r = run_tool(argv, check=False)
         assert r.returncode == 2, r.stderr[-2000:]
         assert "leaves the image folder" in r.stderr and "Traceback" not in r.stderr

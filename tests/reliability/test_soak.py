@@ -46,6 +46,8 @@ def test_six_hundred_iterations_without_memory_growth(tiny_config):
             ROOT / "tools/train.py",
             "--config",
             path,
+            "--device",
+            "cpu",
             "solver.max_iter=600",
             "solver.steps=[480]",
             "solver.log_period=50",
