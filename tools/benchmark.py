@@ -45,12 +45,17 @@ def _same_detections(result: dict) -> str:
     return f"; same detections: {result['same_detections']}"
 
 
+def _memory(args, speed: dict) -> str:
+    what = "max allocated" if args.device.startswith("cuda") else "peak RSS of the process"
+    return f"{what} {speed['peak_memory_mb']:.0f} MiB"
+
+
 def _print_speed(args, result) -> None:
     ours = result["ours"]
     print(
         f"{args.mode} {args.precision} {args.size[0]}x{args.size[1]} batch {args.batch} on "
         f"{args.device}: median {ours['median_s'] * 1000:.1f} ms/iter (p90 "
-        f"{ours['p90_s'] * 1000:.1f}), {ours['images_per_s']:.2f} images/s"
+        f"{ours['p90_s'] * 1000:.1f}), {ours['images_per_s']:.2f} images/s, " + _memory(args, ours)
     )
     print(
         f"  {result['flops_per_image'] / 1e9:.1f} GFLOP/image, {ours['gflops_per_s']:.1f} "
@@ -68,7 +73,7 @@ def _print_speed(args, result) -> None:
         print(
             f"  torchvision ({result['torchvision_precision']}): median "
             f"{tv['median_s'] * 1000:.1f} ms/iter, "
-            f"{tv['images_per_s']:.2f} images/s"
+            f"{tv['images_per_s']:.2f} images/s, {_memory(args, tv)}"
             + (
                 f", {100 * tv['after_backbone_fraction']:.0f}% after the backbone"
                 if args.mode == "inference"

@@ -30,7 +30,7 @@ from .measure import (
     matmul_peak_gflops,
     p90,
     profile_top_ops,
-    wall_time,
+    timed_with_peak_memory,
 )
 from .trainer import use_channels_last
 
@@ -73,6 +73,7 @@ class _Bench:
     precision: str
     torchvision_precision: str
     optimizers: dict[str, torch.optim.Optimizer] = field(init=False)
+    peak_mb: dict[str, float] = field(default_factory=dict)  # per model, over its timed steps
 
     def __post_init__(self) -> None:
         self.optimizers = (
@@ -158,7 +159,9 @@ def _measure(
     for i in range(iters):
         order = list(bench.models) if i % 2 == 0 else list(reversed(bench.models))
         for name in order:
-            times[name].append(wall_time(lambda n=name: bench.step(n), bench.device))
+            seconds, peak = timed_with_peak_memory(lambda n=name: bench.step(n), bench.device)
+            times[name].append(seconds)
+            bench.peak_mb[name] = max(bench.peak_mb.get(name, 0.0), peak)
         say(f"iteration {i + 1}/{iters}")
     for timer in timers.values():
         timer.remove()
@@ -293,6 +296,8 @@ def benchmark(
         "matmul_peak_gflops": peak,
     }
     result.update(_speeds(times, backbone_times, batch=batch, flops=flops, peak=peak))
+    for name, mb in bench.peak_mb.items():
+        result[name]["peak_memory_mb"] = mb
     if vs_torchvision:
         result.update(_vs_torchvision(bench, result))
     if profile:

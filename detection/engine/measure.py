@@ -71,6 +71,45 @@ def wall_time(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - t
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS: Linux >= 4.0's clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM of /proc/self/status, else getrusage's ru_maxrss (the process's lifetime peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_with_peak_memory(fn: Callable[[], Any], device: str) -> tuple[float, float]:
+    """(seconds, peak memory in MiB) of one call of `fn`: on CUDA the most memory allocated
+    during the call; on the CPU the process's peak RSS during it (reset before the call where
+    Linux allows it, so the figure is this call's and not an earlier one's; it includes
+    everything resident: weights, other models of the process, the interpreter)."""
+    if device.startswith("cuda"):
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        seconds = wall_time(fn, device)
+        return seconds, torch.cuda.max_memory_allocated(device) / 2**20
+    _reset_peak_rss()
+    seconds = wall_time(fn, device)
+    return seconds, _peak_rss_mb()
+
+
 class StageTimer:
     """Wall time of each call of a module (forward hooks, synchronised on CUDA)."""
 

@@ -39,7 +39,24 @@ def test_inference_vs_torchvision(tmp_path, capsys, monkeypatch):
         assert torch.equal(a["labels"], b["labels"])
     assert result["flops_per_image"] > 1e9 and result["matmul_peak_gflops"] > 0
     assert result["ours"]["images_per_s"] > 0 and result["torchvision"]["images_per_s"] > 0
-    assert "ours/torchvision speed" in capsys.readouterr().out
+    assert result["ours"]["peak_memory_mb"] > 100 and result["torchvision"]["peak_memory_mb"] > 100
+    printed = capsys.readouterr().out
+    assert "ours/torchvision speed" in printed and printed.count("peak RSS of the process") == 2
+
+
+def test_peak_memory_is_the_calls_own():
+    """The peak RSS of a call that touches 300 MiB shows them; the next call's peak, after the
+    reset, does not (Linux's clear_refs)."""
+    from detection.engine.measure import timed_with_peak_memory
+
+    def allocate():
+        torch.ones(300 * 2**20 // 4).sum()  # 300 MiB, written, then freed
+
+    _, quiet_before = timed_with_peak_memory(lambda: None, "cpu")
+    _, busy = timed_with_peak_memory(allocate, "cpu")
+    _, quiet_after = timed_with_peak_memory(lambda: None, "cpu")
+    assert busy - quiet_before > 250
+    assert busy - quiet_after > 250  # the peak was reset: the allocation is not counted twice
 
 
 def test_same_detections_compares_scores_boxes_and_labels():
