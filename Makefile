@@ -43,3 +43,13 @@ pretrain-demo: venv
 	$(PY) tools/train_classifier.py --config configs/classification/shapes_resnet20.yaml
 	$(PY) tools/train_classifier.py --curves output/classification/shapes_plain20 \
 		output/classification/shapes_resnet20 --output output/classification/degradation.png
+
+# The real-photo learning benchmark (README "Real photos"): torchvision's Faster R-CNN (the anchor
+# script) against resdet's recipes in configs/real/, the same budget, on a Pascal VOC folder split
+# every 5th image to val. About 40 minutes per run on 2 CPU cores; rerunning continues (--reuse).
+#   make real-benchmark DATA=../shared/datasets/raccoon ANCHOR=../shared/anchors/torchvision_frcnn_baseline.py
+.PHONY: real-benchmark
+real-benchmark: venv
+	@test -n "$(DATA)" || { echo "set DATA=<VOC folder> (and ANCHOR=<anchor script>)"; exit 2; }
+	@test -n "$(ANCHOR)" || { echo "set ANCHOR=<torchvision_frcnn_baseline.py>"; exit 2; }
+	$(PY) tools/benchmark_real.py --data $(DATA) --anchor $(ANCHOR) --reuse $(ARGS)
