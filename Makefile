@@ -53,3 +53,9 @@ real-benchmark: venv
 	@test -n "$(DATA)" || { echo "set DATA=<VOC folder> (and ANCHOR=<anchor script>)"; exit 2; }
 	@test -n "$(ANCHOR)" || { echo "set ANCHOR=<torchvision_frcnn_baseline.py>"; exit 2; }
 	$(PY) tools/benchmark_real.py --data $(DATA) --anchor $(ANCHOR) --reuse $(ARGS)
+
+# GPU readiness: tests/gpu, then GPU training / inference benchmarks next to Detectron2's V100
+# figures (exit 2 without a GPU). See README "Performance".
+.PHONY: gpu-check
+gpu-check: venv
+	PYTHON=$(PY) tools/gpu_check.sh

@@ -73,9 +73,16 @@ class _Bench:
     precision: str
     torchvision_precision: str
     optimizers: dict[str, torch.optim.Optimizer] = field(init=False)
+    scalers: dict[str, torch.amp.GradScaler] = field(init=False)
     peak_mb: dict[str, float] = field(default_factory=dict)  # per model, over its timed steps
 
     def __post_init__(self) -> None:
+        precisions = {"ours": self.precision, "torchvision": self.torchvision_precision}
+        self.scalers = {
+            name: torch.amp.GradScaler(self.device)
+            for name in self.models
+            if self.train and precisions[name] == "fp16"
+        }
         self.optimizers = (
             {
                 name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4)
@@ -96,9 +103,16 @@ class _Bench:
         if self.train:
             with context:
                 losses = m(self.images, self.targets)
-            self.optimizers[name].zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            self.optimizers[name].step()
+            optimizer = self.optimizers[name]
+            optimizer.zero_grad(set_to_none=True)
+            scaler = self.scalers.get(name)
+            if scaler is None:
+                sum(losses.values()).backward()
+                optimizer.step()
+            else:  # fp16 trains through a GradScaler, as the trainer does
+                scaler.scale(sum(losses.values())).backward()
+                scaler.step(optimizer)
+                scaler.update()
             return None
         with torch.inference_mode(), context:
             if name == "ours":  # what a Python user runs: the Predictor on the fast path
@@ -266,6 +280,9 @@ def benchmark(
     model.compile) in `precision`; `profile` adds torch.profiler's top ops."""
     if mode not in ("inference", "train"):
         raise ValueError(f"benchmark mode {mode!r}: use inference or train here")
+    for asked in {precision, torchvision_precision or precision} & {"fp16"}:
+        if not str(device).startswith("cuda"):
+            raise ValueError(f"{asked} needs a CUDA device; on {device} use fp32 or bf16")
     say = progress or _quiet
     train = mode == "train"
     bench, flops = _build(

@@ -167,3 +167,12 @@ def test_eval_mode_synthetic_ground_truth(tmp_path):
     with pytest.raises(SystemExit) as e:
         tool.main([*args, "--results", str(out)])
     assert e.value.code == 2
+
+
+def test_fp16_on_cpu_is_refused_before_any_work(capsys):
+    c4 = ROOT / "configs/coco/faster_rcnn_R18_C4_1x.yaml"
+    with pytest.raises(SystemExit) as e:
+        tool.main(
+            ["--config", str(c4), "--mode", "train", "--precision", "fp16", "--device", "cpu"]
+        )
+    assert e.value.code == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
