@@ -257,6 +257,14 @@ def _vs_torchvision(bench: _Bench, result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_request(mode: str, device: str, precisions: set[str]) -> None:
+    """ValueError, before any work, for a mode or a precision this device cannot run."""
+    if mode not in ("inference", "train"):
+        raise ValueError(f"benchmark mode {mode!r}: use inference or train here")
+    if "fp16" in precisions and not str(device).startswith("cuda"):
+        raise ValueError(f"fp16 needs a CUDA device; on {device} use fp32 or bf16")
+
+
 def benchmark(
     cfg: Config,
     *,
@@ -278,11 +286,7 @@ def benchmark(
     inference whether both detect the same (same_detections: null when neither detected
     anything). Inference runs our fast path as evaluation does (test.fast_path,
     model.compile) in `precision`; `profile` adds torch.profiler's top ops."""
-    if mode not in ("inference", "train"):
-        raise ValueError(f"benchmark mode {mode!r}: use inference or train here")
-    for asked in {precision, torchvision_precision or precision} & {"fp16"}:
-        if not str(device).startswith("cuda"):
-            raise ValueError(f"{asked} needs a CUDA device; on {device} use fp32 or bf16")
+    _check_request(mode, device, {precision, torchvision_precision or precision})
     say = progress or _quiet
     train = mode == "train"
     bench, flops = _build(
@@ -313,7 +317,7 @@ def benchmark(
         "matmul_peak_gflops": peak,
     }
     result.update(_speeds(times, backbone_times, batch=batch, flops=flops, peak=peak))
-    for name, mb in bench.peak_mb.items():
+    for name, mb in bench.peak_mb.items():  # the memory figure beside each speed
         result[name]["peak_memory_mb"] = mb
     if vs_torchvision:
         result.update(_vs_torchvision(bench, result))
