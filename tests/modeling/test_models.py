@@ -35,25 +35,16 @@ class _Enough(Exception):
     pass
 
 
-def _stop(*_):
-    raise _Enough
-
-
-def _largest_outputs(model, layers, images, stop_after=None) -> list[torch.Tensor]:
-    """Largest absolute output of each of `layers` over a forward of `images` (ended early
-    after `stop_after` has run)."""
+def _largest_outputs(model, layers, images) -> list[torch.Tensor]:
+    """Largest absolute output of each of `layers` over a forward of `images`."""
     seen = [[] for _ in layers]
     hooks = [
         layer.register_forward_hook(lambda m, i, out, s=s: s.append(out.detach().abs().amax()))
         for layer, s in zip(layers, seen, strict=True)
     ]
-    if stop_after is not None:
-        hooks.append(stop_after.register_forward_hook(_stop))
     try:
         with torch.no_grad():
             model.eval()(images)
-    except _Enough:
-        pass
     finally:
         for hook in hooks:
             hook.remove()
@@ -69,10 +60,24 @@ def spread_outputs(model, images):
     has zero bias, so its output is linear in its weight: scale the RPN deltas, then the box
     deltas (largest 1) and the class logits (largest 10) as measured on `images`.
     """
-    rpn = model.rpn.head.deltas
-    (largest,) = _largest_outputs(model, [rpn], images, stop_after=model.rpn.head)
+    # the head runs its two 1x1 convs as one (the deltas module itself is not called): read
+    # the deltas from the head's output, (logits, deltas) per level
+    largest = []
+
+    def deltas_then_stop(module, inputs, out):
+        largest.append(max(d.detach().abs().amax() for d in out[1]))
+        raise _Enough
+
+    hook = model.rpn.head.register_forward_hook(deltas_then_stop)
+    try:
+        with torch.no_grad():
+            model.eval()(images)
+    except _Enough:
+        pass
+    finally:
+        hook.remove()
     with torch.no_grad():
-        rpn.weight.mul_(1.0 / largest)
+        model.rpn.head.deltas.weight.mul_(1.0 / largest[0])
     predictor = model.roi_heads.predictor
     box, cls = _largest_outputs(model, [predictor.bbox_pred, predictor.cls_score], images)
     with torch.no_grad():
