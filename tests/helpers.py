@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ def run_tool(args, *, env_extra=None, check=True, **kwargs):
     if check and r.returncode != 0:
         raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}")
     return r
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a torchrun or mp.spawn rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_jsonl(path):

@@ -12,7 +12,6 @@ from PIL import Image
 from detection.analysis import real_benchmark as rb
 from tools.benchmark_real import main
 
-ROOT = Path(__file__).resolve().parents[2]
 RACCOON = os.environ.get("RESDET_RACCOON", "")
 
 # a stand-in for ../shared/anchors/torchvision_frcnn_baseline.py with its interface: fixed
@@ -25,21 +24,6 @@ train, val, images, iters, out = sys.argv[1:6]
 n = len(json.load(open(train))["images"])
 json.dump({"AP": float(torch.initial_seed()), "AP50": 100 * random.random(),
            "train_seconds": 10.0 + n, "iters": int(iters), "ims_per_batch": 4}, open(out, "w"))
-"""
-
-TINY = """\
-_base_: {root}/configs/shapes/Base-shapes.yaml
-model:
-  backbone: {{name: resnet18, norm: GN, freeze_at: 0}}
-  rpn: {{pre_nms_topk_train: 256, post_nms_topk_train: 32, pre_nms_topk_test: 256,
-         post_nms_topk_test: 16}}
-  roi_heads: {{batch_size_per_image: 16, pooler_resolution: 8}}
-input: {{min_size_train: [128], max_size_train: 192, min_size_test: 128, max_size_test: 192,
-        flip: false}}
-data: {{num_workers: 0, aspect_ratio_grouping: false}}
-solver: {{ims_per_batch: 2, base_lr: 0.01, warmup_iters: 1, checkpoint_period: 100,
-          log_period: 1}}
-test: {{eval_period: 0}}
 """
 
 
@@ -127,11 +111,11 @@ def test_summary_means_spreads_and_time_ratio():
     assert "| scratch | 1 | n/a | n/a | n/a | failed: non-finite loss |" in text
 
 
-def test_benchmark_tool_end_to_end(tmp_path, subset, shapes_val, capsys):
+def test_benchmark_tool_end_to_end(tmp_path, subset, shapes_val, tiny_config, capsys):
     train, val = subset(6, "train"), subset(2, "val")
-    (tmp_path / "tiny.yaml").write_text(TINY.format(root=ROOT))
+    assert tiny_config[0] == tmp_path / "tiny.yaml"
     (tmp_path / "set.yaml").write_text(
-        "description: tiny benchmark\nmembers:\n  - tiny.yaml\n"
+        "description: tiny benchmark\noverrides: [test.eval_period=0]\nmembers:\n  - tiny.yaml\n"
         "  - {config: tiny.yaml, name: tiny_bn, overrides: [model.backbone.norm=BN]}\n"
     )
     (tmp_path / "anchor.py").write_text(STAND_IN)

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 from classification_helpers import write_image_folder
-from helpers import run_tool
+from helpers import free_port, run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 @pytest.mark.slow  # two torchrun processes: 20-40 s on 2 cores
@@ -48,7 +41,7 @@ def test_two_processes_train_as_one(tmp_path):
             "--master_addr",
             "127.0.0.1",
             "--master_port",
-            _free_port(),
+            free_port(),
             tool,
             *common,
             "--output-dir",

@@ -3,21 +3,18 @@ trainer's rank check stops a run whose ranks hold different weights, naming the 
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, read_jsonl, run_tool
+from helpers import ROOT, free_port, read_jsonl, run_tool
 
 PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def torchrun(*args) -> list:
     """`python -m torch.distributed.run` with 2 CPU processes on a free local port, then args."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     return [
         "-m",
         "torch.distributed.run",

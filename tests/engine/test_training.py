@@ -2,12 +2,11 @@
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, run_tool
+from helpers import free_port, read_jsonl, run_tool
 
 from detection.config import ConfigError, load_config
 from detection.engine.trainer import Trainer, train
@@ -52,12 +51,6 @@ def test_mismatched_class_count_is_a_config_error(tiny_config):
     with pytest.raises(ConfigError, match="set model.roi_heads.num_classes=5"):
         Trainer(load_config(path, ["model.roi_heads.num_classes=80"]))
     assert not out.exists()  # refused before anything was written
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # tools/train.py, plus each rank's weights saved before and after training

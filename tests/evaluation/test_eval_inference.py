@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import torch.multiprocessing as mp
@@ -14,6 +13,7 @@ from evaluation_helpers import (
     handmade_detections,
     handmade_setup,
 )
+from helpers import free_port
 
 from detection.evaluation import (
     coco_evaluate,
@@ -72,12 +72,6 @@ def test_run_evaluation_checks_the_classes(handmade):
         run_evaluation(model, cfg, None, dataset, handmade_batches([1]), progress=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_distributed_evaluation_equals_one_process(handmade, tmp_path):
     ann, _ = handmade
     cfg, dataset, model = handmade_setup(ann)
@@ -86,7 +80,7 @@ def test_distributed_evaluation_equals_one_process(handmade, tmp_path):
     )
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(ddp_worker, args=(2, _free_port(), str(ann), str(out)), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(2, free_port(), str(ann), str(out)), nprocs=2, join=True)
     records = [json.loads((out / f"record_rank{r}.json").read_text()) for r in range(2)]
     assert records[0] == records[1]  # every rank gets rank 0's record
     assert records[0]["num_images"] == len(HANDMADE)  # image 1 was on both ranks: once

@@ -7,13 +7,13 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 from evaluation_helpers import REPO, write_json
+from helpers import free_port
 from PIL import Image
 
 from detection.evaluation import coco_evaluate
@@ -104,9 +104,7 @@ def test_evaluate_under_torchrun_equals_one_process(tiny_checkpoint, tiny_coco, 
         assert run(evaluate.main, [*common, "--output-dir", tmp_path / "one"])[0] == 0
     finally:
         torch.set_num_threads(threads)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(port)]  # fmt: skip
     proc = subprocess.run(

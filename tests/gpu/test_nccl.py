@@ -3,12 +3,11 @@ bit-identical weights (and the trainer's own rank check, an NCCL all-gather, pas
 checkpoint). Skipped without CUDA (conftest) or with fewer than 2 GPUs."""
 
 import os
-import socket
 
 import pytest
 import torch
 from gpu_helpers import load
-from helpers import ROOT, run_tool
+from helpers import ROOT, free_port, run_tool
 
 # tools/train.py, plus each rank's final weights and device
 TRAIN_AND_DUMP = """
@@ -44,9 +43,7 @@ def test_two_gpu_nccl_training_ends_with_equal_weights(tiny_config, tmp_path):
     path, out = tiny_config
     script = tmp_path / "train_and_dump.py"
     script.write_text(TRAIN_AND_DUMP)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
               "127.0.0.1", "--master_port", port]  # fmt: skip
     run_tool(
