@@ -33,5 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(*args) -> list:
+    """`python -m torch.distributed.run` with 2 processes on a free local port, then `args`
+    (run_tool's arguments)."""
+    return ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+            "127.0.0.1", "--master_port", free_port(), *args]  # fmt: skip
+
+
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from classification_helpers import write_image_folder
-from helpers import free_port, run_tool
+from helpers import run_tool, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,20 +33,12 @@ def test_two_processes_train_as_one(tmp_path):
     common = ["--config", config, "--device", "cpu"]
     run_tool([tool, *common, "--output-dir", tmp_path / "one"])
     run_tool(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            free_port(),
+        torchrun(
             tool,
             *common,
             "--output-dir",
             tmp_path / "two",
-        ],
+        ),
         env_extra={"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
     )
     one = torch.load(tmp_path / "one/model_final.pth", weights_only=True)

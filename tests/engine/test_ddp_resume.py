@@ -7,25 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, free_port, read_jsonl, run_tool
+from helpers import ROOT, read_jsonl, run_tool, torchrun
 
 PYTHONPATH = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
-def torchrun(*args) -> list:
-    """`python -m torch.distributed.run` with 2 CPU processes on a free local port, then args."""
-    port = free_port()
-    return [
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        port,
-        *args,
-    ]
 
 
 def losses(out: Path) -> dict[int, float]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port, read_jsonl, run_tool
+from helpers import read_jsonl, run_tool, torchrun
 
 from detection.config import ConfigError, load_config
 from detection.engine.trainer import Trainer, train
@@ -108,15 +108,7 @@ def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
         env_extra=env,
     )
     run_tool(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            free_port(),
+        torchrun(
             script,
             tmp_path / "dump_two",
             "--config",
@@ -126,7 +118,7 @@ def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
             "--output-dir",
             tmp_path / "two",
             *take_all,
-        ],
+        ),
         env_extra=env,
     )
     one = [r for r in read_jsonl(tmp_path / "one/metrics.jsonl") if "total_loss" in r]

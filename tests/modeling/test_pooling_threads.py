@@ -20,18 +20,23 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def thread_pool_calls(monkeypatch):
-    """Counts the pooler's uses of its thread pool: proof of which path ran."""
+def count_pool_uses(monkeypatch, module, name: str) -> list[int]:
+    """The worker counts of each call of `module.name` (a thread-pool getter), from now on."""
     calls = []
-    original = poolers._thread_pool
+    original = getattr(module, name)
 
     def counting(workers):
         calls.append(workers)
         return original(workers)
 
-    monkeypatch.setattr(poolers, "_thread_pool", counting)
+    monkeypatch.setattr(module, name, counting)
     return calls
+
+
+@pytest.fixture
+def thread_pool_calls(monkeypatch):
+    """Counts the pooler's uses of its thread pool at inference: proof of which path ran."""
+    return count_pool_uses(monkeypatch, poolers, "_thread_pool")
 
 
 def features_and_boxes(num_rois: int, channels_last: bool = False):
@@ -122,15 +127,7 @@ def training_pool_calls(monkeypatch):
     """Counts the training path's uses of its thread pool (parallel_roi.py)."""
     from detection.modeling import parallel_roi
 
-    calls = []
-    original = parallel_roi.thread_pool
-
-    def counting(workers):
-        calls.append(workers)
-        return original(workers)
-
-    monkeypatch.setattr(parallel_roi, "thread_pool", counting)
-    return calls
+    return count_pool_uses(monkeypatch, parallel_roi, "thread_pool")
 
 
 @pytest.mark.parametrize("pooler_type", ["roi_align", "roi_pool"])
