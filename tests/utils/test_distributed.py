@@ -55,6 +55,10 @@ def _train_then_perturb(rank: int, init_file: str, out: str) -> None:
             except RanksDivergedError as e:
                 outcome = f"error {e}"
             Path(out, f"rank{rank}_{phase}.txt").write_text(outcome)
+        # both ranks are done with the group before either tears it down: a rank whose peer
+        # has already closed its gloo connections can abort in the teardown (seen once under
+        # load: "terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
