@@ -116,8 +116,7 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool) -> 
 def _fold_into(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
     """conv <- norm(conv(.)), with FrozenBatchNorm2d's scale and shift."""
     with torch.no_grad():
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        shift = norm.bias - norm.running_mean * scale
+        scale, shift = norm.scale_shift()
         conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
         if conv.bias is None:
             conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)

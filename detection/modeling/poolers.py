@@ -9,17 +9,14 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
 
-from .parallel_roi import roi_align_threads, roi_pool_threads, thread_pool
+from .parallel_roi import roi_align_threads, roi_pool_threads
+from .parallel_roi import thread_pool as _thread_pool
 
 # torchvision's CPU RoI kernels run on one thread. From PARALLEL_MIN_ROIS RoIs on, the work is
 # split over torch.get_num_threads() Python threads (the kernels release the GIL): at inference
 # the RoIs, in training also the backward's channels (parallel_roi.py); the outputs and the
 # gradients are bit-identical to one call of torchvision's kernels.
 PARALLEL_MIN_ROIS = 64
-
-
-def _thread_pool(workers: int):
-    return thread_pool(workers)
 
 
 def assign_levels(
