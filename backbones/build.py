@@ -14,7 +14,7 @@ from torch import nn
 from .cifar import CIFAR_SPECS, CifarResNet
 from .norm import NORMS, freeze
 from .resnet import RESNET_SPECS, SHORTCUTS, STAGES, ResNet, ResNetClassifier
-from .vgg import VGG, VGG_SPECS, VGG_STAGES, VGGClassifier
+from .vgg import VGG, VGG_FEATURES, VGG_SPECS, VGG_STAGES, VGGClassifier
 
 
 def list_backbones() -> list[str]:
@@ -28,9 +28,15 @@ def list_classifiers() -> list[str]:
 
 
 def stage_names(name: str) -> list[str]:
-    """Feature names a backbone can return, in network order."""
+    """A backbone's stages in network order (what `freeze_at` counts)."""
     _check_name(name)
     return list(STAGES if name in RESNET_SPECS else VGG_STAGES)
+
+
+def feature_names(name: str) -> list[str]:
+    """Feature names a backbone can return, in network order: its stages (and VGG's pool5)."""
+    _check_name(name)
+    return list(STAGES if name in RESNET_SPECS else VGG_FEATURES)
 
 
 def _did_you_mean(value: str, choices: Sequence[str]) -> str:
@@ -60,12 +66,12 @@ def _check_options(
         raise ValueError(f"unknown shortcut {shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    stages = stage_names(name)
+    stages, features = stage_names(name), feature_names(name)
     for f in out_features or ():
-        if f not in stages:
+        if f not in features:
             raise ValueError(
-                f"{name} has no feature {f!r}{_did_you_mean(str(f), stages)}; "
-                f"its features are {', '.join(stages)}"
+                f"{name} has no feature {f!r}{_did_you_mean(str(f), features)}; "
+                f"its features are {', '.join(features)}"
             )
     if not isinstance(freeze_at, int) or not 0 <= freeze_at <= len(stages):
         raise ValueError(

@@ -1,8 +1,9 @@
 """VGG-16 (and VGG-16-BN) with torchvision's parameter layout: the paper's detection baseline.
 
-`features` keeps torchvision's indices up to conv5_3's ReLU (pool5 is dropped: Faster R-CNN
-pools RoIs from conv5_3 at stride 16), so ImageNet checkpoints load by key. The classifier's
-fc6/fc7 are exposed by name for use as a detection box head.
+`features` keeps torchvision's indices up to conv5_3's ReLU (pool5 is not among them: Faster
+R-CNN pools RoIs from conv5_3 at stride 16), so ImageNet checkpoints load by key. `pool5` (conv5_3
+max-pooled to stride 32, no weights) can be asked for as an extra output, the coarsest input of
+an FPN. The classifier's fc6/fc7 are exposed by name for use as a detection box head.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .norm import make_norm
@@ -17,7 +19,8 @@ from .norm import make_norm
 # torchvision's configuration "D": channels per conv, "M" = 2x2 max pool.
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 VGG_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-VGG_STRIDES = {"conv1": 1, "conv2": 2, "conv3": 4, "conv4": 8, "conv5": 16}
+VGG_STRIDES = {"conv1": 1, "conv2": 2, "conv3": 4, "conv4": 8, "conv5": 16, "pool5": 32}
+VGG_FEATURES = (*VGG_STAGES, "pool5")  # the outputs a VGG can return: the stages and pool5
 VGG_SPECS = {"vgg16": False, "vgg16_bn": True}  # name -> batch norm after each conv
 
 
@@ -56,7 +59,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 class VGG(nn.Module):
-    """VGG-16 features: {stage: map} for conv1..conv5 (conv5 = conv5_3, stride 16)."""
+    """VGG-16 features: {stage: map} for conv1..conv5 (conv5 = conv5_3, stride 16) and pool5
+    (conv5_3 max-pooled, stride 32)."""
 
     def __init__(
         self, name: str, *, out_features: Sequence[str] | None = None, norm: str = "BN"
@@ -65,11 +69,12 @@ class VGG(nn.Module):
         self.arch_name = name
         self.out_features = list(out_features) if out_features else ["conv5"]
         self.features, self.stage_ends = make_features(VGG_SPECS[name], norm)
-        last = max(self.stage_ends[f] for f in self.out_features)
-        self._outputs = {self.stage_ends[f]: f for f in self.out_features}
+        self._pool5 = "pool5" in self.out_features
+        stages = ["conv5" if f == "pool5" else f for f in self.out_features]
+        self._outputs = {self.stage_ends[f]: f for f in self.out_features if f != "pool5"}
         # Layers after the last requested stage are not run.
-        self._last = last
-        self.out_channels = {f: 64 * 2 ** min(VGG_STAGES.index(f), 3) for f in self.out_features}
+        self._last = max(self.stage_ends[f] for f in stages)
+        self.out_channels = {f: 64 * 2 ** min(VGG_FEATURES.index(f), 3) for f in self.out_features}
         self.strides = {f: VGG_STRIDES[f] for f in self.out_features}
         init_weights(self)
 
@@ -83,6 +88,8 @@ class VGG(nn.Module):
                 outputs[self._outputs[i]] = x
             if i == self._last:
                 break
+        if self._pool5:
+            outputs["pool5"] = F.max_pool2d(x, kernel_size=2, stride=2)
         return outputs
 
 

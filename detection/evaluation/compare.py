@@ -55,10 +55,11 @@ def display_name(config: dict[str, Any] | None, fallback: str) -> str:
     if not name:
         return fallback
     m = re.fullmatch(r"resnet(\d+)", name)
+    norm = "GN" if (model.get("backbone") or {}).get("norm") == "GN" else "BN"
     pretty = (
         f"ResNet-{m.group(1)}"
         if m
-        else {"vgg16": "VGG-16", "vgg16_bn": "VGG-16-BN"}.get(name, name)
+        else {"vgg16": "VGG-16", "vgg16_bn": f"VGG-16-{norm}"}.get(name, name)
     )
     if (model.get("backbone") or {}).get("shortcut") == "none" and m:
         pretty = f"plain-{m.group(1)}"

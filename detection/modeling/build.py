@@ -1,6 +1,6 @@
 """build_model(cfg) and load_model(checkpoint): the detector from a config.
 
-Each detector design has its own builder (`resnet_fpn_parts`, `vgg16_parts`, `resnet_c4_parts`)
+Each detector design has its own builder (`fpn_parts`, `vgg16_parts`, `resnet_c4_parts`)
 that returns the design-specific `DetectorParts`; `build_model` picks the builder and adds the
 RPN, the RoI heads and the meta-architecture, which every design shares.
 """
@@ -54,8 +54,11 @@ class DetectorParts:
 def _check_architecture(cfg: Config) -> None:
     m = cfg.model
     is_vgg = m.backbone.name.startswith("vgg")
-    if m.neck.name == "fpn" and is_vgg:
-        raise ConfigError("model.neck.name=fpn needs a ResNet backbone (VGG-16 has no FPN here)")
+    if m.neck.name == "fpn" and m.roi_heads.box_head == "vgg_fc":
+        raise ConfigError(
+            "model.roi_heads.box_head=vgg_fc pools 512-channel conv5_3 features: it needs "
+            "model.neck.name=none (use 2fc with an FPN)"
+        )
     if m.roi_heads.box_head == "res5" and (is_vgg or m.neck.name == "fpn"):
         raise ConfigError(
             "model.roi_heads.box_head=res5 is the ResNet C4 design: it needs a ResNet backbone "
@@ -93,9 +96,18 @@ def _load_pretrained(module: nn.Module, weights: str, what: str) -> None:
     logger.info("model.backbone.weights into %s: %s", what, report)
 
 
-def resnet_fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
-    """ResNet res2..res5 under an FPN: the RPN on P2..P6, RoIs pooled from P2..P5."""
-    in_features = ["res2", "res3", "res4", "res5"]
+# An FPN's inputs, strides 4..32 (P2..P5): ResNet's stages; VGG-16's conv3_3, conv4_3, conv5_3
+# and pool5 (VGG has no stride-32 stage of its own).
+FPN_INPUTS = {
+    "resnet": ["res2", "res3", "res4", "res5"],
+    "vgg": ["conv3", "conv4", "conv5", "pool5"],
+}
+
+
+def fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
+    """A ResNet's res2..res5 or VGG-16's conv3..pool5 under an FPN: the RPN on P2..P6, RoIs
+    pooled from P2..P5."""
+    in_features = FPN_INPUTS["vgg" if cfg.model.backbone.name.startswith("vgg") else "resnet"]
     bottom_up = build_backbone(
         cfg.model.backbone.name, out_features=in_features, **_backbone_options(cfg)
     )
@@ -147,7 +159,7 @@ def resnet_c4_parts(cfg: Config, weights: str | None) -> DetectorParts:
 def design_builder(cfg: Config) -> Callable[[Config, str | None], DetectorParts]:
     """The parts builder of the design `cfg.model` names: FPN, VGG-16 or C4."""
     if cfg.model.neck.name == "fpn":
-        return resnet_fpn_parts
+        return fpn_parts
     if cfg.model.backbone.name.startswith("vgg"):
         return vgg16_parts
     return resnet_c4_parts

@@ -67,6 +67,21 @@ def test_vgg_features(name):
     assert out["conv5"].shape == (1, 512, 4, 6)
 
 
+def test_vgg_pool5_is_conv5_max_pooled_and_adds_no_weights():
+    plain = build_backbone("vgg16", out_features=["conv5"]).eval()
+    both = build_backbone("vgg16", out_features=["conv5", "pool5"]).eval()
+    both.load_state_dict(plain.state_dict())  # the same keys: pool5 has no weights
+    assert both.strides["pool5"] == 32 and both.out_channels["pool5"] == 512
+    with torch.no_grad():
+        out = both(torch.randn(1, 3, 64, 96))
+    assert out["pool5"].shape == (1, 512, 2, 3)
+    torch.testing.assert_close(out["pool5"], torch.nn.functional.max_pool2d(out["conv5"], 2))
+    with pytest.raises(ValueError, match="its features are conv1, .*conv5, pool5"):
+        build_backbone("vgg16", out_features=["pool6"])
+    with pytest.raises(ValueError, match="freeze_at must be an integer in 0..5"):
+        build_backbone("vgg16", freeze_at=6)  # pool5 is an output, not a stage
+
+
 def shortcut_params(model: nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if "downsample." in n)
 

@@ -228,6 +228,21 @@ def test_compare_tables_and_plot(tmp_path):
         assert image.width > 300 and image.height > 200
 
 
+@pytest.mark.parametrize(
+    ("backbone", "label"),
+    [
+        ({"name": "vgg16"}, "VGG-16"),
+        ({"name": "vgg16_bn", "norm": "BN"}, "VGG-16-BN"),
+        ({"name": "vgg16_bn", "norm": "GN"}, "VGG-16-GN"),
+        ({"name": "resnet18", "shortcut": "none"}, "plain-18"),
+    ],
+)
+def test_compare_names_the_norm_of_vgg16_bn(backbone, label):
+    assert compare_module.display_name({"model": {"backbone": backbone}}, "x") == label
+    fpn = {"model": {"backbone": backbone, "neck": {"name": "fpn"}}}
+    assert compare_module.display_name(fpn, "x") == f"{label} FPN"
+
+
 def test_compare_relative_change_against_a_baseline_near_zero(tmp_path):
     """The demo's case: VGG-16 at 0.02 AP50 and 0.0 AP; +13.7 points is not +70000%."""
     base = metrics_file(tmp_path / "vgg.json", "vgg16", 0.02, 0.0)

@@ -166,6 +166,19 @@ def test_swap_backbone_on_fpn(name):
         assert_valid_detections(det, img, min_count=10)
 
 
+def test_vgg16_on_fpn():
+    model = small_model(
+        ROOT / "configs/coco/faster_rcnn_R50_FPN_1x.yaml", "model.backbone.name=vgg16_bn"
+    )
+    assert model.backbone.bottom_up.out_features == ["conv3", "conv4", "conv5", "pool5"]
+    assert model.backbone.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+    spread_outputs(model, two_images())
+    with torch.no_grad():
+        out = model.eval()(two_images())
+    for det, img in zip(out, two_images(), strict=True):
+        assert_valid_detections(det, img, min_count=10)
+
+
 def test_zero_detections_after_threshold():
     model = small_model(
         ROOT / "configs/coco/faster_rcnn_R18_C4_1x.yaml", "model.roi_heads.score_thresh=1.0"
@@ -235,6 +248,9 @@ def test_architecture_mismatches_are_config_errors():
         small_model(base, "model.backbone.name=vgg16")
     with pytest.raises(ConfigError, match="anchors.sizes has 1 level"):
         small_model(base, "model.neck.name=fpn", "model.roi_heads.box_head=2fc")
+    vgg = ROOT / "configs/coco/faster_rcnn_VGG16_1x.yaml"
+    with pytest.raises(ConfigError, match="vgg_fc pools 512-channel conv5_3 features"):
+        small_model(vgg, "model.neck.name=fpn", "model.anchors.sizes=[[32],[64],[128],[256],[512]]")
 
 
 def test_bgr_caffe_mode_and_autocast_and_channels_last():
