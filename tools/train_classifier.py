@@ -43,14 +43,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _curves(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from detection.classification.curves import plot_error_curves, read_run, summary_table
+    from detection.classification.curves import (
+        group_seeds,
+        plot_error_curves,
+        read_run,
+        summary_table,
+    )
 
     try:
         runs = [read_run(d) for d in args.curves]
     except (OSError, ValueError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     output = args.output or Path("curves.png")
-    plot_error_curves(runs, output, " vs ".join(r.name for r in runs))
+    plot_error_curves(runs, output, " vs ".join(group_seeds(runs)))
     print(summary_table(runs))
     print(f"wrote {output}")
     return 0
