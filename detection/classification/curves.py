@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 
 from ..utils.figures import pyplot, save_figure
 
@@ -80,11 +81,7 @@ def mean_curve(runs: list[RunCurves], key: str) -> tuple[list[int], list[float]]
         for run in runs
     ]
     common = sorted(set.intersection(*(set(s) for s in series)))
-    return common, [sum(s[i] for s in series) / len(series) for i in common]
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+    return common, [fmean(s[i] for s in series) for i in common]
 
 
 def plot_error_curves(runs: list[RunCurves], output: str | os.PathLike, title: str = "") -> Path:
@@ -103,7 +100,7 @@ def plot_error_curves(runs: list[RunCurves], output: str | os.PathLike, title: s
                     lw=0.6,
                     alpha=0.3,
                 )
-        final = _mean([r.final_train_error() for r in group])
+        final = fmean([r.final_train_error() for r in group])
         ax.plot(
             *mean_curve(group, "train_err"),
             color=color,
@@ -112,7 +109,7 @@ def plot_error_curves(runs: list[RunCurves], output: str | os.PathLike, title: s
             label=f"{name} train ({final:.1f}%{seeds})",
         )
         if all(run.val for run in group):
-            final_val = _mean([r.final_val_error() for r in group])
+            final_val = fmean([r.final_val_error() for r in group])
             ax.plot(
                 *mean_curve(group, "val/top1_err"),
                 color=color,
@@ -144,9 +141,9 @@ def summary_table(runs: list[RunCurves]) -> str:
     for name, group in means.items():
         train = [r.final_train_error() for r in group]
         vals = [r.final_val_error() for r in group]
-        val = "-" if None in vals else f"{_mean(vals):.2f}%"
+        val = "-" if None in vals else f"{fmean(vals):.2f}%"
         lines.append(
-            f"{name:<{width}}  {group[0].train[-1]['iteration']:>10}  {_mean(train):>8.2f}%"
+            f"{name:<{width}}  {group[0].train[-1]['iteration']:>10}  {fmean(train):>8.2f}%"
             f"  {val:>7}   (train {min(train):.2f}..{max(train):.2f}%)"
         )
     return "\n".join(lines)

@@ -51,17 +51,18 @@ def find_metrics(path: str | os.PathLike) -> Path:
 def display_name(config: dict[str, Any] | None, fallback: str) -> str:
     """The paper's spelling of a config's backbone: resnet101 -> ResNet-101, vgg16 -> VGG-16."""
     model = (config or {}).get("model") or {}
-    name = (model.get("backbone") or {}).get("name")
+    backbone = model.get("backbone") or {}
+    name = backbone.get("name")
     if not name:
         return fallback
     m = re.fullmatch(r"resnet(\d+)", name)
-    norm = "GN" if (model.get("backbone") or {}).get("norm") == "GN" else "BN"
+    norm = "GN" if backbone.get("norm") == "GN" else "BN"
     pretty = (
         f"ResNet-{m.group(1)}"
         if m
         else {"vgg16": "VGG-16", "vgg16_bn": f"VGG-16-{norm}"}.get(name, name)
     )
-    if (model.get("backbone") or {}).get("shortcut") == "none" and m:
+    if backbone.get("shortcut") == "none" and m:
         pretty = f"plain-{m.group(1)}"
     if (model.get("neck") or {}).get("name") == "fpn":
         pretty += " FPN"
