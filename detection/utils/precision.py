@@ -19,6 +19,8 @@ import functools
 import logging
 import os
 import platform
+import re
+import sys
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -106,18 +108,160 @@ def _cap_allows(cap: str | None, isa: str) -> bool:
     return _ONEDNN_ISA_ORDER.index(cap) >= _ONEDNN_ISA_ORDER.index(isa)
 
 
-def _cpu_features() -> tuple[bool, bool]:
-    """(AMX, AVX512_BF16) as the CPU reports them (torch's cpuinfo; False where unknown)."""
-    cpu = getattr(torch._C, "_cpu", None)
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What the CPU reports: True / False, or None where no probe could tell ("unknown")."""
 
-    def has(name: str) -> bool:
-        fn = getattr(cpu, name, None)
+    amx: bool | None
+    avx512_bf16: bool | None
+    source: str  # the probe that answered, or why none could
+
+
+# The CPU feature probes torch has had, newest first: torch.cpu.get_capabilities() (cpuinfo's
+# flags by name), torch.cpu._is_*_supported(), and the torch._C._cpu functions of older releases.
+_CAPABILITY_KEYS = {"amx": ("amx_bf16", "amx_tile"), "avx512_bf16": ("avx512_bf16",)}
+_PROBE_FUNCTIONS = {"amx": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+
+
+def _from_capabilities() -> CpuFeatures | None:
+    get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
+    if get is None:
+        return None
+    caps = get()
+    found = {}
+    for feature, keys in _CAPABILITY_KEYS.items():
+        values = [caps[k] for k in keys if isinstance(caps.get(k), bool)]
+        found[feature] = any(values) if values else None
+    if None in found.values():
+        return None
+    return CpuFeatures(found["amx"], found["avx512_bf16"], "torch.cpu.get_capabilities()")
+
+
+def _from_functions(module, where: str) -> CpuFeatures | None:
+    fns = {f: getattr(module, name, None) for f, name in _PROBE_FUNCTIONS.items()}
+    if module is None or None in fns.values():
+        return None
+    found = {f: bool(fn()) for f, fn in fns.items()}
+    return CpuFeatures(found["amx"], found["avx512_bf16"], where)
+
+
+def probe_cpu_features() -> CpuFeatures:
+    """Ask the installed torch for the CPU's AMX / AVX512_BF16 flags through the first probe it
+    has; a probe that is missing or fails gives "unknown" (None), never False."""
+    probes = (
+        _from_capabilities,
+        lambda: _from_functions(getattr(torch, "cpu", None), "torch.cpu._is_*_supported()"),
+        lambda: _from_functions(getattr(torch._C, "_cpu", None), "torch._C._cpu._is_*_supported()"),
+    )
+    errors = []
+    for probe in probes:
         try:
-            return bool(fn()) if fn is not None else False
-        except RuntimeError:
-            return False
+            features = probe()
+        except Exception as e:  # noqa: BLE001 -- any failure of a private probe means unknown
+            errors.append(f"{type(e).__name__}: {e}")
+            continue
+        if features is not None:
+            return features
+    why = "; ".join(errors) if errors else "this torch has none of the known CPU feature probes"
+    return CpuFeatures(None, None, why)
 
-    return has("_is_amx_tile_supported"), has("_is_avx512_bf16_supported")
+
+@functools.cache
+def _cpu_features() -> CpuFeatures:
+    features = probe_cpu_features()
+    if features.amx is None:
+        logger.warning("CPU bf16 support unknown: %s", features.source)
+    return features
+
+
+def _onednn_verbose_header() -> str:
+    """oneDNN's verbose header, printed on stdout by the C library, captured at the fd level."""
+    import ctypes
+    import tempfile
+
+    libc = ctypes.CDLL(None)
+    x = torch.randn(2, 32, 32, 32).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(32, 32, 3).to(memory_format=torch.channels_last)
+    # a user's ONEDNN_VERBOSE stays on (the context manager would switch it off on exit) and
+    # gets back what was captured
+    users_verbose = any(os.environ.get(v) for v in ("ONEDNN_VERBOSE", "DNNL_VERBOSE"))
+    verbose = nullcontext() if users_verbose else torch.backends.mkldnn.verbose(1)
+    with tempfile.TemporaryFile() as tmp:
+        sys.stdout.flush()
+        libc.fflush(None)
+        saved = os.dup(1)
+        try:
+            os.dup2(tmp.fileno(), 1)
+            with torch.no_grad(), verbose:
+                conv(x)
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    if users_verbose:
+        os.write(1, text.encode())
+    return text
+
+
+@functools.cache
+def onednn_isa() -> str | None:
+    """The ISA oneDNN itself says it uses in this process (e.g. "Intel AVX2", "Intel AVX-512 with
+    Intel DL Boost and bfloat16 support"), after any ONEDNN_MAX_CPU_ISA cap; None where oneDNN
+    is absent or its header cannot be read (it prints it once per process)."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        header = _onednn_verbose_header()
+    except Exception as e:  # noqa: BLE001 -- no libc, no fd 1: oneDNN's verdict is unknown
+        logger.info("oneDNN's ISA unknown: %s: %s", type(e).__name__, e)
+        return None
+    found = re.search(r"onednn_verbose,.*?info,cpu,isa:(.*)", header)
+    return found.group(1).strip() if found else None
+
+
+def onednn_has_native_bf16(isa: str) -> bool:
+    """Whether oneDNN's ISA line names native bf16 dot products (AVX512_BF16 or AMX)."""
+    return "bfloat16" in isa or "AMX" in isa
+
+
+def _cpu_native_bf16() -> tuple[bool, str]:
+    features = _cpu_features()
+    cpu_says = None if features.amx is None else bool(features.amx or features.avx512_bf16)
+    isa = onednn_isa()
+    if isa is not None:
+        # oneDNN runs the convolutions: its verdict (which follows ONEDNN_MAX_CPU_ISA as read
+        # when it started) is the authority
+        native = onednn_has_native_bf16(isa)
+        if cpu_says is not None and cpu_says != native:
+            _log_disagreement(features.source, cpu_says, isa)
+        where = "AMX" if "AMX" in isa else ("AVX512_BF16" if native else None)
+        if native:
+            return True, f"native on this CPU: {where} (oneDNN: {isa})"
+        if cpu_says:
+            return False, f"oneDNN uses {isa} (capped below bf16; ONEDNN_MAX_CPU_ISA)"
+        return False, f"oneDNN uses {isa}, without bf16 instructions"
+    if cpu_says is None:
+        return False, f"bf16 support unknown ({features.source}); fp32 is the safe choice"
+    cap = onednn_isa_cap()
+    if features.amx and _cap_allows(cap, _FIRST_AMX_ISA):
+        return True, "native on this CPU: AMX"
+    if cpu_says and _cap_allows(cap, _FIRST_NATIVE_BF16_ISA):
+        return True, "native on this CPU: AVX512_BF16"
+    if cpu_says:
+        return False, f"oneDNN capped below bf16 by ONEDNN_MAX_CPU_ISA={cap}"
+    return False, "this CPU has neither AMX nor AVX512_BF16"
+
+
+@functools.cache
+def _log_disagreement(source: str, cpu_says: bool, isa: str) -> None:
+    logger.warning(
+        "%s says bf16 is %snative but oneDNN uses %s; following oneDNN",
+        source,
+        "" if cpu_says else "not ",
+        isa,
+    )
 
 
 def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
@@ -132,15 +276,7 @@ def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
         return False, f"not native on this GPU: {name}"
     if device.type != "cpu":
         return False, f"no bf16 rule for {device.type}"
-    amx, avx512_bf16 = _cpu_features()
-    cap = onednn_isa_cap()
-    if amx and _cap_allows(cap, _FIRST_AMX_ISA):
-        return True, "native on this CPU: AMX"
-    if (amx or avx512_bf16) and _cap_allows(cap, _FIRST_NATIVE_BF16_ISA):
-        return True, "native on this CPU: AVX512_BF16"
-    if amx or avx512_bf16:
-        return False, f"oneDNN capped below bf16 by ONEDNN_MAX_CPU_ISA={cap}"
-    return False, "this CPU has neither AMX nor AVX512_BF16"
+    return _cpu_native_bf16()
 
 
 def resolve_precision(requested: str, device: str | torch.device = "cpu") -> Precision:

@@ -18,10 +18,18 @@ from detection.utils import precision as P
 CAP = "AVX512_CORE_VNNI"  # the newest ISA without native bf16
 
 
+def simulate_cpu(monkeypatch, amx, avx512_bf16, onednn=None):
+    """Pretend the CPU reports these flags and oneDNN this ISA line (None: oneDNN unreadable,
+    so the flags and the ONEDNN_MAX_CPU_ISA rule decide)."""
+    features = P.CpuFeatures(amx, avx512_bf16, "simulated")
+    monkeypatch.setattr(P, "_cpu_features", lambda: features)
+    monkeypatch.setattr(P, "onednn_isa", lambda: onednn)
+
+
 @pytest.fixture
 def amx_cpu(monkeypatch):
     """Pretend the CPU has AMX and AVX512_BF16 (as the README's AMX machine does)."""
-    monkeypatch.setattr(P, "_cpu_features", lambda: (True, True))
+    simulate_cpu(monkeypatch, True, True)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
 
@@ -39,7 +47,7 @@ def test_auto_flips_under_the_onednn_cap(amx_cpu, monkeypatch):
 
 
 def test_auto_is_fp32_without_native_bf16(monkeypatch):
-    monkeypatch.setattr(P, "_cpu_features", lambda: (False, False))
+    simulate_cpu(monkeypatch, False, False)
     auto = P.resolve_precision("auto")
     assert auto.name == "fp32" and "neither AMX nor AVX512_BF16" in auto.reason
     assert P.resolve_precision("off").name == "fp32"
@@ -47,13 +55,87 @@ def test_auto_is_fp32_without_native_bf16(monkeypatch):
 
 
 def test_explicit_bf16_is_kept_and_warns_once_where_emulated(monkeypatch):
-    monkeypatch.setattr(P, "_cpu_features", lambda: (False, False))
+    simulate_cpu(monkeypatch, False, False)
     P._warn_emulated.cache_clear()
     with pytest.warns(UserWarning, match="emulated and slower than fp32"):
         assert P.resolve_precision("bf16").name == "bf16"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert P.resolve_precision("bf16").name == "bf16"  # no second warning
+
+
+AVX2 = "Intel AVX2"
+AVX512_BF16 = "Intel AVX-512 with Intel DL Boost and bfloat16 support"
+AMX = (
+    "Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with "
+    "bfloat16 and 8-bit integer support"
+)
+
+
+@pytest.mark.parametrize(
+    "flags, isa, native",
+    [
+        ((False, False), AVX2, False),
+        ((False, True), AVX512_BF16, True),
+        ((True, True), AMX, True),
+        ((True, True), "Intel AVX-512 with Intel DL Boost", False),  # oneDNN capped
+        ((False, False), AVX512_BF16, True),  # the flags' probe is wrong: oneDNN decides
+        ((True, True), AVX2, False),
+    ],
+)
+def test_onednn_is_the_authority_over_the_flags(monkeypatch, flags, isa, native):
+    simulate_cpu(monkeypatch, *flags, onednn=isa)
+    assert P.native_bf16("cpu")[0] is native
+    assert P.resolve_precision("auto").name == ("bf16" if native else "fp32")
+    assert isa in P.resolve_precision("auto").reason
+
+
+def _drop_probes(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch._C, "_cpu", raising=False)
+
+
+def test_a_missing_probe_is_unknown_never_false(monkeypatch):
+    _drop_probes(monkeypatch)
+    features = P.probe_cpu_features()
+    assert features.amx is None and features.avx512_bf16 is None
+    assert "none of the known CPU feature probes" in features.source
+    monkeypatch.setattr(P, "_cpu_features", P.probe_cpu_features)
+    monkeypatch.setattr(P, "onednn_isa", lambda: None)
+    native, why = P.native_bf16("cpu")
+    assert not native and "unknown" in why and "neither" not in why
+    assert "unknown" in P.resolve_precision("auto").reason
+
+
+def test_a_failing_probe_is_unknown_and_says_why(monkeypatch):
+    _drop_probes(monkeypatch)
+
+    def broken():
+        raise RuntimeError("cpuinfo failed to initialize")
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", broken, raising=False)
+    features = P.probe_cpu_features()
+    assert features.amx is None and "cpuinfo failed to initialize" in features.source
+
+
+def test_the_installed_torch_has_a_cpu_feature_probe():
+    """Fails when torch renames its probes again (the flags would otherwise be unknown)."""
+    features = P.probe_cpu_features()
+    assert features.amx is not None and features.avx512_bf16 is not None, features.source
+
+
+def test_the_probe_agrees_with_the_kernels_cpu_flags():
+    """/proc/cpuinfo (the kernel's view of CPUID) names the same features as torch's probe."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    features = P.probe_cpu_features()
+    assert features.amx == ("amx_bf16" in flags or "amx_tile" in flags)
+    assert features.avx512_bf16 == ("avx512_bf16" in flags)
 
 
 def test_fp16_and_unknown_names_are_refused_on_cpu():
@@ -78,10 +160,12 @@ def uncapped_environ() -> dict[str, str]:
 
 
 def _onednn_isa(env: dict) -> tuple[str, bool]:
-    """(oneDNN's own ISA line, our native_bf16) in a fresh process with `env`."""
+    """(oneDNN's own ISA line, our native_bf16) in a fresh process with `env`; onednn_isa()
+    there reads the same line oneDNN prints."""
     script = (
         "import torch\n"
-        "from detection.utils.precision import native_bf16\n"
+        "from detection.utils.precision import native_bf16, onednn_isa\n"
+        "print('IN-PROCESS', onednn_isa(), flush=True)\n"
         "x = torch.randn(2, 32, 32, 32).to(memory_format=torch.channels_last)\n"
         "conv = torch.nn.Conv2d(32, 32, 3).to(memory_format=torch.channels_last)\n"
         "conv(x)\n"
@@ -100,6 +184,8 @@ def _onednn_isa(env: dict) -> tuple[str, bool]:
     if isa is None:
         pytest.skip("this torch's oneDNN printed no ISA line with ONEDNN_VERBOSE=1")
     ours = re.search(r"OURS (True|False)", proc.stdout).group(1) == "True"
+    in_process = re.search(r"IN-PROCESS (.*)", proc.stdout).group(1)
+    assert in_process == isa.group(1).strip(), "onednn_isa() reads another ISA than oneDNN prints"
     return isa.group(1), ours
 
 
