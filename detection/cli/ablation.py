@@ -1,12 +1,12 @@
-"""Train and evaluate every member of an ablation set, then print and write the table.
+"""Train and evaluate each member of an ablation set; print and write the table.
 
-python tools/run_ablation.py configs/shapes/ablations/plain_vs_residual.yaml
-python tools/run_ablation.py configs/shapes/ablations/shortcuts.yaml solver.max_iter=600
-python tools/run_ablation.py SET --reuse        # keep members already evaluated (same config)
+resdet ablation configs/shapes/ablations/plain_vs_residual.yaml
+resdet ablation configs/shapes/ablations/shortcuts.yaml solver.max_iter=600
+resdet ablation SET --reuse        # keep members already evaluated (same config)
 
 A set file lists member configs (relative to it), a baseline member, overrides for all members
 and an output folder (detection/analysis/ablation.py documents the format). Member <m> runs in
-<output_dir>/<m> as tools/train.py would (checkpoints, metrics.jsonl, eval/metrics.json). The
+<output_dir>/<m> as resdet train would (checkpoints, metrics.jsonl, eval/metrics.json). The
 table (mAP@.5, mAP@[.5,.95], changes against the baseline, parameters, final training loss) is
 printed and written to <output_dir>/ablation.md and ablation.csv. KEY=VALUE overrides after the
 flags apply to every member.

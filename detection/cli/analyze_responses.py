@@ -1,8 +1,8 @@
-"""Layer responses of ResNets (the paper's Fig. 7): std of every 3x3 layer's output, plotted.
+"""Layer responses (the paper's Fig. 7): the std of each 3x3 layer's output.
 
-python tools/analyze_responses.py --backbone resnet18 --shortcut none \
+resdet analyze-responses --backbone resnet18 --shortcut none \
     --backbone resnet18 --shortcut A --images shapes_val --output output/responses
-python tools/analyze_responses.py --images shapes_val --output output/responses_detectors \
+resdet analyze-responses --images shapes_val --output output/responses_detectors \
     --checkpoint output/shapes/ablations/plain_vs_residual/plain34/model_final.pth \
     --checkpoint output/shapes/ablations/plain_vs_residual/R34_A/model_final.pth
 

@@ -1,14 +1,14 @@
 """Measure inference, training, data-loading or COCO-evaluation speed of a config.
 
-    python tools/benchmark.py --config configs/coco/faster_rcnn_R50_FPN_1x.yaml \\
+    resdet benchmark --config configs/coco/faster_rcnn_R50_FPN_1x.yaml \\
         --mode inference --size 800 1067 --iters 10 --vs-torchvision
-    python tools/benchmark.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml --mode train \\
+    resdet benchmark --config configs/coco/faster_rcnn_R101_C4_1x.yaml --mode train \\
         --batch 2 --precision bf16 --json r101_train.json
-    python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode data \\
+    resdet benchmark --config configs/shapes/demo_R18_C4.yaml --mode data \\
         data.num_workers=2
-    python tools/benchmark.py --config configs/shapes/demo_R18_C4.yaml --mode eval \\
+    resdet benchmark --config configs/shapes/demo_R18_C4.yaml --mode eval \\
         [--results output/.../detections.json | --synthetic-images 5000]
-    python tools/benchmark.py --onnx model.onnx --checkpoint CKPT [--size 800 1067] [--iters 10]
+    resdet benchmark --onnx model.onnx --checkpoint CKPT [--size 800 1067] [--iters 10]
 
 inference / train: weights are random (speed does not depend on them); inference runs the fast
 path that evaluation uses (test.fast_path=false for the plain one); with --vs-torchvision both
@@ -16,7 +16,7 @@ models carry the same weights, run alternately, and the detections are compared 
 and scores; "n/a" when neither model detects anything, as random weights may). data: images/s
 of the training loader (decode, augment, collate) with data.num_workers. eval: seconds of a COCO
 evaluation of the test set with pycocotools and, where installed, faster-coco-eval.
---onnx FILE --checkpoint CKPT (the checkpoint tools/export.py exported it from): onnxruntime
+--onnx FILE --checkpoint CKPT (the checkpoint resdet export exported it from): onnxruntime
 against our Predictor (fast path, --precision) on the same synthetic image of --size, on the
 CPU with the same threads, alternating; prints both medians and whether the detections agree.
 """

@@ -1,9 +1,9 @@
-"""Real-photo learning benchmark: torchvision's Faster R-CNN against resdet's recipes, same budget.
+"""Real-photo benchmark: torchvision's Faster R-CNN vs resdet's recipes.
 
-    python tools/benchmark_real.py --data ../shared/datasets/raccoon \
+    resdet benchmark-real --data ../shared/datasets/raccoon \
         --anchor ../shared/anchors/torchvision_frcnn_baseline.py
-    python tools/benchmark_real.py --data DIR --anchor A --seeds 0 1 --reuse   # add a seed
-    python tools/benchmark_real.py --train T.json --val V.json --images DIR --no-anchor
+    resdet benchmark-real --data DIR --anchor A --seeds 0 1 --reuse   # add a seed
+    resdet benchmark-real --train T.json --val V.json --images DIR --no-anchor
 
 --data takes a Pascal VOC folder (annotations/ + images/, or Annotations/ + JPEGImages/): it is
 converted to COCO json and split by image, every 5th to val (the raccoon set's agreed 160 / 40

@@ -1,6 +1,6 @@
-"""Write dataset images with their boxes and class names drawn, as the model receives them.
+"""Write dataset images with their boxes drawn, as the model receives them.
 
-    python tools/browse_dataset.py --config configs/shapes/Base-shapes.yaml --output browse \
+    resdet browse --config configs/shapes/Base-shapes.yaml --output browse \
         --num 20 [--split test] [KEY=VALUE ...]
 
 The train split goes through the training augmentation (multi-scale resize, flip, jitter);

@@ -1,7 +1,7 @@
-"""Check a config's datasets before training: annotations, image files, and every decode.
+"""Check a config's datasets before training: annotations, image files, decoding.
 
-    python tools/check_dataset.py --config configs/coco/faster_rcnn_R50_C4_1x.yaml
-    python tools/check_dataset.py --config CFG --split train --no-decode   # seconds, not minutes
+    resdet check --config configs/coco/faster_rcnn_R50_C4_1x.yaml
+    resdet check --config CFG --split train --no-decode   # seconds, not minutes
 
 Prints, per split, the usable images and boxes and every problem with the ids it concerns:
 missing, empty, truncated or non-image files, NaN / negative / out-of-image boxes, unknown

@@ -1,10 +1,10 @@
-"""The ResNet paper's detection table from metrics.json files: mAP@.5, mAP@[.5,.95], changes.
+"""Compare runs' metrics.json as the paper's table: mAP@.5, mAP@[.5,.95], changes.
 
-    python tools/compare.py --baseline output/vgg16 output/r50 output/r101 [--format csv] \
+    resdet compare --baseline output/vgg16 output/r50 output/r101 [--format csv] \
         [--plot compare.png] [--paper]
 
 A run is a metrics.json file or a folder holding metrics.json or eval/metrics.json (what
-tools/evaluate.py writes). Each run is named by its embedded config's backbone; changes are
+resdet evaluate writes). Each run is named by its embedded config's backbone; changes are
 absolute (points) and relative (percent) against the baseline. --paper adds the paper's own
 COCO-val numbers (VGG-16, ResNet-101), labelled as literature, with changes against the paper's
 VGG-16.

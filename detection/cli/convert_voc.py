@@ -1,6 +1,6 @@
 """Convert Pascal VOC XML annotations to one COCO-format json.
 
-    python tools/convert_voc.py --voc-root VOCdevkit/VOC2007 --output voc07_trainval.json \
+    resdet convert-voc --voc-root VOCdevkit/VOC2007 --output voc07_trainval.json \
         --image-set VOCdevkit/VOC2007/ImageSets/Main/trainval.txt
 
 Categories are the XML class names sorted (or --categories in the given order), ids 1..K.

@@ -1,6 +1,6 @@
-"""Convert torchvision's Faster R-CNN weights into a resdet checkpoint (weights + config).
+"""Convert torchvision's Faster R-CNN weights into a resdet checkpoint.
 
-    python tools/convert_weights.py --source torchvision \
+    resdet convert-weights --source torchvision \
         --input fasterrcnn_resnet50_fpn_coco-258fb6c6.pth --output R50_FPN_torchvision.pth
 """
 
@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args)
     # the detector's modules (torchvision's ops, ~1.5 s) are imported once the arguments are good
-    from detection.engine.checkpoint import model_checkpoint, save_atomic
     from detection.modeling import build_model
     from detection.modeling.convert import (
         coco_class_names,
         convert_torchvision_fpn,
         torchvision_fpn_config,
     )
+    from detection.utils.checkpoint import model_checkpoint, save_atomic
 
     try:
         state = torch.load(args.input, map_location="cpu", weights_only=True)

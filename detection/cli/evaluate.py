@@ -1,9 +1,9 @@
-"""Evaluate a checkpoint on a COCO-format test set with pycocotools (box AP in percent).
+"""Evaluate a checkpoint on a COCO-format test set (pycocotools box AP, percent).
 
-    python tools/evaluate.py --checkpoint output/model_final.pth [--output-dir DIR] [KEY=VALUE ...]
-    python tools/evaluate.py --checkpoint CKPT data.test.annotations=ann.json data.test.images=img/
-    torchrun --nproc_per_node 2 tools/evaluate.py --checkpoint CKPT     # one shard per process
-    python tools/evaluate.py --checkpoint CKPT --analyze [--score-thresh 0.5]   # diagnostics
+    resdet evaluate --checkpoint output/model_final.pth [--output-dir DIR] [KEY=VALUE ...]
+    resdet evaluate --checkpoint CKPT data.test.annotations=ann.json data.test.images=img/
+    torchrun --nproc_per_node 2 -m detection.cli evaluate --checkpoint CKPT   # a shard per process
+    resdet evaluate --checkpoint CKPT --analyze [--score-thresh 0.5]   # diagnostics
 
 The config is the one embedded in the checkpoint plus the overrides; with --config, that file
 plus the overrides replace it. Writes DIR/metrics.json ({"bbox": {AP, AP50, AP75, APs, APm, APl,

@@ -1,7 +1,7 @@
-"""Export a checkpoint's detector to ONNX or TorchScript and check the file against PyTorch.
+"""Export a detector to ONNX or TorchScript and check the file against PyTorch.
 
-    python tools/export.py --checkpoint CKPT --format onnx --output model.onnx
-    python tools/export.py --checkpoint CKPT --format torchscript --output model.pt \\
+    resdet export --checkpoint CKPT --format onnx --output model.onnx
+    resdet export --checkpoint CKPT --format torchscript --output model.pt \\
         [--size H W | --dynamic] [--precision fp32|fp16] [--opset 17] [--image IMG] [KEY=VALUE ...]
 
 The file holds the whole detector: input one float RGB image [3, H, W] in [0, 1] (any size

@@ -1,6 +1,6 @@
-"""Run a checkpoint on images or videos: detections as JSON and the boxes drawn.
+"""Run a detector on images or videos: detections as JSON and the boxes drawn.
 
-    python tools/infer.py --checkpoint CKPT --input IMAGE_VIDEO_OR_DIR --output DIR \
+    resdet infer --checkpoint CKPT --input IMAGE_VIDEO_OR_DIR --output DIR \
         [--score-thresh 0.5] [--every N] [--device cpu] [KEY=VALUE ...]
 
 Images: DIR/<image stem>.json ({"image", "width", "height", "detections": [{"box": [x1, y1,

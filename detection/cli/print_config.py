@@ -1,8 +1,8 @@
-"""Print the resolved config of a YAML file plus overrides (and optionally save it).
+"""Print the resolved config of a YAML file plus overrides (optionally save it).
 
-    python tools/print_config.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml \
+    resdet print-config --config configs/coco/faster_rcnn_R101_C4_1x.yaml \
         model.backbone.name=resnet152
-    python tools/print_config.py --fields      # every key with its description and default
+    resdet print-config --fields      # every key with its description and default
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Split a COCO-format json into train.json / val.json (images are not copied), or keep classes.
+"""Split a COCO json into train / val jsons (images stay put), or keep classes.
 
-    python tools/split_dataset.py ann.json --out-dir data/split --every 5            # 5th to val
-    python tools/split_dataset.py ann.json --out-dir data/split --val-fraction 0.2 --seed 0
-    python tools/split_dataset.py ann.json --out-dir data/sub --classes circle,square   # no split
+    resdet split ann.json --out-dir data/split --every 5            # 5th to val
+    resdet split ann.json --out-dir data/split --val-fraction 0.2 --seed 0
+    resdet split ann.json --out-dir data/sub --classes circle,square   # no split
 
 --every K sends the K-th, 2K-th, ... image of the file's order to val (deterministic);
 --val-fraction F draws round(F * images) val images at random with --seed. Without either, one

@@ -1,12 +1,12 @@
 """Train a detector (one process, or one per GPU / CPU slot under torchrun).
 
-python tools/train.py --config configs/shapes/demo_R18_C4.yaml
-torchrun --nproc_per_node 8 tools/train.py --config configs/coco/faster_rcnn_R101_C4_1x.yaml
-python tools/train.py --config CFG --resume                 # continue from last_checkpoint
-python tools/train.py --eval-only --checkpoint output/x/model_final.pth [KEY=VALUE ...]
+resdet train --config configs/shapes/demo_R18_C4.yaml
+torchrun --nproc_per_node 8 -m detection.cli train --config coco/faster_rcnn_R101_C4_1x.yaml
+resdet train --config CFG --resume                 # continue from last_checkpoint
+resdet train --eval-only --checkpoint output/x/model_final.pth [KEY=VALUE ...]
 
 --eval-only evaluates --checkpoint with the config embedded in it plus the KEY=VALUE overrides
-(as tools/evaluate.py does without --config); --config is not needed then, and not read.
+(as resdet evaluate does without --config); --config is not needed then, and not read.
 metrics.json and detections.json go to --output-dir, or else to that config's output_dir.
 """
 

@@ -1,11 +1,11 @@
-"""Train an image classifier: pretrain a backbone, or run the paper's CIFAR-10 experiments.
+"""Train an image classifier: pretrain a backbone, or the paper's CIFAR-10 nets.
 
-python tools/train_classifier.py --config configs/classification/shapes_resnet20.yaml  # embedded
-python tools/train_classifier.py --config configs/classification/imagenet_R50.yaml data.root=DIR
-python tools/train_classifier.py --config configs/classification/cifar10_resnet20.yaml data.root=DIR
-torchrun --nproc_per_node 8 tools/train_classifier.py --config CFG [KEY=VALUE ...]
-python tools/train_classifier.py --config CFG --resume          # continue from last_checkpoint
-python tools/train_classifier.py --curves RUN_DIR [RUN_DIR ...] --output errors.png
+resdet train-classifier --config configs/classification/shapes_resnet20.yaml  # embedded
+resdet train-classifier --config configs/classification/imagenet_R50.yaml data.root=DIR
+resdet train-classifier --config configs/classification/cifar10_resnet20.yaml data.root=DIR
+torchrun --nproc_per_node 8 -m detection.cli train-classifier --config CFG [KEY=VALUE ...]
+resdet train-classifier --config CFG --resume          # continue from last_checkpoint
+resdet train-classifier --curves RUN_DIR [RUN_DIR ...] --output errors.png
 
 data.root: for imagefolder the folder with train/<class>/*.jpg and val/<class>/*.jpg (ImageNet's
 layout), for cifar10 the cifar-10-batches-py folder. A run's model_final.pth plugs into a
@@ -24,6 +24,7 @@ import torch
 from detection.classification.config import load_classifier_config
 from detection.config import ConfigError, dump
 from detection.config.cli import add_config_arguments, configure_logging, tool_parser
+from detection.engine.failures import TrainingError
 from detection.utils.distributed import cleanup, device_of, init_distributed
 
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         # a bad config, dataset, image or weights file, or a full disk: the message says what
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except (FloatingPointError, TrainingError) as e:
         print(f"{parser.prog}: training stopped: {e}", file=sys.stderr)
         return 1
     finally:

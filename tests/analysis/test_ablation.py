@@ -11,7 +11,7 @@ from detection.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tools.run_ablation import main  # noqa: E402
+from detection.cli.ablation import main  # noqa: E402
 
 SETS = ROOT / "configs" / "shapes" / "ablations"
 

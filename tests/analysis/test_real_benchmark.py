@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from detection.analysis import real_benchmark as rb
-from tools.benchmark_real import main
+from detection.cli.benchmark_real import main
 
 RACCOON = os.environ.get("RESDET_RACCOON", "")
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from detection.engine.checkpoint import model_checkpoint
 from PIL import Image
 
 from detection.analysis.responses import RunningMoments, backbone_model
 from detection.config import load_config
-from detection.engine.checkpoint import model_checkpoint
 from detection.modeling import build_model, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tools.analyze_responses import main  # noqa: E402
+from detection.cli.analyze_responses import main  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -12,8 +12,8 @@ from classification_helpers import write_cifar_batches
 from detection.classification import ClassifierTrainer, load_classifier_config, train_classifier
 from detection.classification.engine import resolve_schedule
 from detection.classification.evaluate import Normalizer, evaluate
+from detection.cli import train_classifier as tool
 from detection.config import ConfigError
-from tools import train_classifier as tool
 
 
 def _status(argv):

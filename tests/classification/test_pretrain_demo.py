@@ -15,7 +15,7 @@ from detection.classification.curves import (
     read_run,
     summary_table,
 )
-from tools import train_classifier as tool
+from detection.cli import train_classifier as tool
 
 
 def _write_run(folder, train_errs, val_errs, ipe=4):

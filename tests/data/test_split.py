@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from detection.cli import split as split_dataset
 from detection.data.split import class_counts, keep_classes, split_coco, val_indices
 from detection.data.voc import convert_voc
-from tools import split_dataset
 
 RACCOON = os.environ.get("RESDET_RACCOON", "")
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from detection.cli import browse as browse_dataset
+from detection.cli import convert_voc
 from detection.data import COCODataset
-from tools import browse_dataset, convert_voc
 
 VOC_OBJECTS = {  # image stem -> (width, height, [(name, difficult, xmin, ymin, xmax, ymax)])
     "000001": (60, 40, [("dog", 0, 1, 1, 20, 30), ("person", 1, 30, 5, 59, 39)]),

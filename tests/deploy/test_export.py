@@ -10,6 +10,8 @@ import torch
 from deploy_helpers import DESIGNS, as_tensor, scene
 
 from detection import Predictor
+from detection.cli.benchmark import main as benchmark_main
+from detection.cli.export import main as export_main
 from detection.deploy import (
     FORMATS,
     compare_detections,
@@ -17,8 +19,6 @@ from detection.deploy import (
     load_exported,
     read_metadata,
 )
-from tools.benchmark import main as benchmark_main
-from tools.export import main as export_main
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 

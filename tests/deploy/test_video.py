@@ -10,7 +10,7 @@ import torch
 from deploy_helpers import scene
 
 from detection import Predictor
-from tools.infer import main as infer_main
+from detection.cli.infer import main as infer_main
 
 FRAMES = 20
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from detection.cli import benchmark as tool
 from detection.engine import benchmark as benchmark_engine
 from detection.engine.benchmark import same_detections
-from tools import benchmark as tool
 
 ROOT = Path(__file__).resolve().parents[2]
 FPN = ROOT / "configs/coco/faster_rcnn_R50_FPN_1x.yaml"

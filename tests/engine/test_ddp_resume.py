@@ -62,7 +62,7 @@ import sys
 import torch
 
 from detection.engine import trainer
-from tools.train import main
+from detection.cli.train import main
 
 save = trainer.Trainer.save
 

@@ -61,7 +61,7 @@ from pathlib import Path
 import torch
 
 from detection.engine import trainer
-from tools.train import main
+from detection.cli.train import main
 
 dump, argv = Path(sys.argv[1]), sys.argv[2:]
 train = trainer.Trainer.train

@@ -16,11 +16,11 @@ from evaluation_helpers import REPO, write_json
 from helpers import free_port
 from PIL import Image
 
+from detection.cli import compare, evaluate, infer
 from detection.evaluation import coco_evaluate
 from detection.evaluation import compare as compare_module
 from detection.modeling import read_checkpoint
 from detection.utils.precision import resolve_precision
-from tools import compare, evaluate, infer
 
 
 def run(main, argv):

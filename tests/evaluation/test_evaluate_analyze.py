@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from detection import load_model
+from detection.cli import evaluate
 from detection.evaluation import analyze_detections, evaluate_checkpoint, training_evaluator
-from tools import evaluate
 
 
 def data_overrides(ann, images):

@@ -8,9 +8,9 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from backbones import FrozenBatchNorm2d
 from detection import load_model
+from detection.cli import convert_weights
 from detection.evaluation import load_checkpoint_model
 from detection.modeling.convert import freeze_torchvision_bn
-from tools import convert_weights
 
 TAKE_ALL = 10_000_000  # sampler batch larger than any candidate count: no randomness
 

@@ -2,24 +2,14 @@
 traceback. Each case runs tools/train.py's and tools/check_dataset.py's main() on a real
 broken file."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
 
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-train_main = load_tool("train")
-check_main = load_tool("check_dataset")
+from detection.cli.check import main as check_main
+from detection.cli.train import main as train_main
 
 
 @pytest.fixture

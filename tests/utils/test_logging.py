@@ -10,9 +10,9 @@ import pytest
 from helpers import ROOT, run_tool
 from PIL import Image
 
+from detection.cli import browse as browse_dataset
 from detection.config.cli import configure_logging, tool_parser
 from detection.utils.logging import log_to_file, remove_log_file, reset_logging, setup_logging
-from tools import browse_dataset
 
 log = logging.getLogger("detection.data.coco")
 SHAPES_CONFIG = ROOT / "configs/shapes/Base-shapes.yaml"

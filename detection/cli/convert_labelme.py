@@ -1,0 +1,62 @@
+"""Convert LabelMe JSON files (rectangles, polygons) to one COCO-format json.
+
+    resdet convert-labelme --labelme-dir my_photos --output my_photos.json
+
+Every .json under the folder is read; its imagePath names the image. Rectangles become boxes,
+polygons their bounding boxes; other shapes (circle, line, point) are skipped and counted.
+Categories: the labels found, sorted (or --categories in the given order), ids 1..K. A file
+without its image is skipped and counted; an unknown label (with --categories) or a size that
+differs from the image stops the conversion, naming the file and shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from detection.config.cli import add_logging_arguments, configure_logging
+
+
+def write_import(coco: dict, report, output: str, images_root) -> int:
+    """Write an importer's COCO json, print what it holds, what was skipped, and how to train."""
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coco))
+    names = ", ".join(c["name"] for c in coco["categories"])
+    print(
+        f"wrote {path}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
+        f"{len(coco['categories'])} categories: {names}"
+    )
+    if report.counts:
+        print(report.format())
+    print(f"train with: data.train.annotations={path} data.train.images={images_root}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert and write the COCO json; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--labelme-dir", required=True, help="folder of LabelMe .json files")
+    parser.add_argument("--output", required=True, help="COCO json to write")
+    parser.add_argument(
+        "--categories", help="comma-separated class names, in label order (default: all labels)"
+    )
+    add_logging_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    from detection.data.labelme import convert_labelme
+
+    categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    try:
+        coco, report = convert_labelme(args.labelme_dir, categories)
+    except (OSError, ValueError) as e:
+        parser.exit(1, f"{parser.prog}: {e}\n")
+    return write_import(coco, report, args.output, Path(args.labelme_dir).resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

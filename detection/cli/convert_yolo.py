@@ -1,0 +1,46 @@
+"""Convert YOLO text labels (data.yaml or classes.txt) to one COCO-format json per split.
+
+    resdet convert-yolo --yolo-root my_data --split train --output my_data/train.json
+    resdet convert-yolo --yolo-root my_data --split val --output my_data/val.json
+
+The class list comes from data.yaml (`names:`) or classes.txt / obj.names; class k becomes
+category k + 1. An image without a label file (or with an empty one) is kept without objects.
+Boxes partly outside the image are clipped; boxes without area, wholly outside or not finite,
+and label files without an image are skipped and counted (with file and line). A line that is
+not `class cx cy w h` or names an unknown class stops the conversion, naming file and line.
+The command prints the `data.*.images` folder to train with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from detection.config.cli import add_logging_arguments, configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert one split and write the COCO json; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--yolo-root", required=True, help="folder with data.yaml or classes.txt")
+    parser.add_argument(
+        "--split", help="train, val (or valid) or test; default: every image under images/"
+    )
+    parser.add_argument("--output", required=True, help="COCO json to write")
+    add_logging_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    from detection.cli.convert_labelme import write_import
+    from detection.data.yolo import convert_yolo
+
+    try:
+        coco, report = convert_yolo(args.yolo_root, args.split)
+    except (OSError, ValueError) as e:
+        parser.exit(1, f"{parser.prog}: {e}\n")
+    return write_import(coco, report, args.output, coco["info"]["images_root"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
