@@ -266,6 +266,11 @@ class EvaluationConfig:
         "after the final evaluation of training, also write the diagnostics of "
         "tools/evaluate.py --analyze (eval/analysis/)",
     )
+    report: bool = opt(
+        False,
+        "also write report.html beside metrics.json (implies analyze): headline and per-class "
+        "AP, PR curves, confusion matrix, the worst images drawn; one self-contained page",
+    )
     analyze_score_thresh: float = opt(
         0.5, "score threshold of the diagnostics' per-class precision / recall and confusions"
     )

@@ -111,7 +111,8 @@ def analyze_detections(
 def _per_class(
     names: list[str], cat_ids: list[int], matrix: np.ndarray, curves: list[dict[str, Any] | None]
 ) -> dict[str, dict[str, Any]]:
-    """{name: category_id, gt, detections, TP, FP, FN, precision, recall, AP50, AP75}."""
+    """{name: category_id, gt, detections, TP, FP, FN, precision, recall, AP50, AP75, AP,
+    APs, APm, APl}."""
     out = {}
     for k, name in enumerate(names):
         curve = curves[k] or {}
@@ -120,6 +121,7 @@ def _per_class(
             **_counts_of(int(matrix[k, k]), matrix[k].sum(), matrix[:, k].sum()),
             "AP50": curve.get("AP50"),
             "AP75": curve.get("AP75"),
+            **{key: curve.get(key) for key, _ in AREA_KEYS},
         }
     return out
 
@@ -348,9 +350,23 @@ def _pr_curves(
                 "precision75": [round(float(v), 6) for v in p75],
                 "AP50": float(np.mean(p50)) * 100.0,
                 "AP75": float(np.mean(p75)) * 100.0,
+                **{
+                    key: _mean_ap(precision[:, :, k, p.areaRngLbl.index(rng), max_dets])
+                    for key, rng in AREA_KEYS
+                },
             }
         )
     return curves
+
+
+# per-class AP over IoU .50:.95 by object size, as COCOeval's summary lines name them
+AREA_KEYS = (("AP", "all"), ("APs", "small"), ("APm", "medium"), ("APl", "large"))
+
+
+def _mean_ap(values: np.ndarray) -> float | None:
+    """COCOeval's mean of the defined precisions in percent (None: no objects of that size)."""
+    values = values[values > -1]
+    return float(np.mean(values)) * 100.0 if values.size else None
 
 
 def _top_confusions(matrix: np.ndarray, labels: list[str], top: int = 20) -> list[dict]:

@@ -5,7 +5,8 @@ metrics.json holds {"bbox": {AP, AP50, AP75, APs, APm, APl, per_category}, "chec
 dataset's category ids, xywh boxes in original image pixels). Values are in percent; null
 where COCOeval has no ground truth to average over (see detection.evaluation.coco). With
 `analyze` (a score threshold), the diagnostics of detection.evaluation.diagnostics go to
-analysis/ next to them, and metrics.json names that folder ("analysis": {dir, score_thresh}).
+analysis/ next to them, and metrics.json names that folder ("analysis": {dir, score_thresh});
+with test.report also report.html, one page to look at (detection.evaluation.html_report).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from ..modeling.fast import inference_options, prepare_for_inference
 from ..predictor import Predictor
 from ..utils.distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size
 from ..utils.io import write_json
-from .coco import coco_evaluate
+from .coco import coco_evaluate, load_coco
 from .diagnostics import analyze_detections
 from .diagnostics_report import write_analysis
+from .html_report import write_report
 from .inference import infer_shard, merge_by_image, sorted_results, unwrap
 
 logger = logging.getLogger(__name__)
@@ -219,6 +221,18 @@ def _write_outputs(
     )
     written = write_analysis(analysis, out / "analysis")
     record["analysis"] = {"dir": str(written["dir"]), "score_thresh": float(analyze)}
+    if cfg.test.report:
+        report = write_report(
+            out / "report.html",
+            analysis,
+            record["bbox"],
+            load_coco(dataset.annotations_path).dataset["annotations"],
+            results,
+            getattr(dataset, "images_dir", None),
+            f"{Path(cfg.output_dir).name}: evaluation on {record['dataset']['name']}",
+        )
+        record["report"] = str(report)
+        logger.info("wrote the evaluation report %s", report)
     write_json(out / "metrics.json", record)
     logger.info(
         "wrote the diagnostics (score >= %g) to %s: %s",
@@ -309,7 +323,7 @@ def evaluate_checkpoint(
     if callable(output_dir):
         output_dir = output_dir(cfg)
     if analyze is None:
-        analyze = cfg.test.analyze and output_dir is not None
+        analyze = (cfg.test.analyze or cfg.test.report) and output_dir is not None
     return evaluate_model(
         model,
         cfg,
@@ -328,7 +342,7 @@ def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | N
     detections.json) as the run's result, with the diagnostics in <output_dir>/eval/analysis/
     when test.analyze is true (rank 0). `final` defaults to iteration >= solver.max_iter; a
     trainer that stops early passes final=True for the model it ends with."""
-    analyze = cfg.test.analyze_score_thresh if cfg.test.analyze else None
+    analyze = cfg.test.analyze_score_thresh if (cfg.test.analyze or cfg.test.report) else None
     check_analyze(analyze, default_output_dir(cfg))  # a bad threshold fails before training
 
     def evaluate(model: nn.Module, iteration: int, final: bool | None = None) -> dict[str, Any]:

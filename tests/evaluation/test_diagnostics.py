@@ -161,6 +161,23 @@ def test_curves_and_recall_equal_cocoeval(handmade, backend):
     assert matrix[:, :-1].sum() == len(dets) - a["ignored_detections"]
 
 
+def test_per_class_ap_by_size_equals_cocoeval_of_that_class(handmade):
+    """AP, APs, APm, APl of each class are pycocotools' summary restricted to that category."""
+    gt_path, dets = handmade
+    a = analyze_detections(gt_path, dets, score_thresh=0.0)
+    for name, c in a["per_class"].items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(gt_path))
+            e = COCOeval(gt, gt.loadRes([dict(d) for d in dets]), iouType="bbox")
+            e.params.catIds = [c["category_id"]]
+            e.evaluate()
+            e.accumulate()
+            e.summarize()
+        for key, i in (("AP", 0), ("APs", 3), ("APm", 4), ("APl", 5)):
+            want = None if e.stats[i] < 0 else 100 * e.stats[i]
+            assert c[key] == (None if want is None else pytest.approx(want)), (name, key)
+
+
 def test_write_analysis_files(known, tmp_path):
     a = analyze_detections(known, results(), image_ids=[1, 2])
     out = tmp_path / "eval" / "analysis"
