@@ -1,7 +1,7 @@
 """Train and evaluate each member of an ablation set; print and write the table.
 
-resdet ablation configs/shapes/ablations/plain_vs_residual.yaml
-resdet ablation configs/shapes/ablations/shortcuts.yaml solver.max_iter=600
+resdet ablation shapes/ablations/plain_vs_residual.yaml
+resdet ablation shapes/ablations/shortcuts.yaml solver.max_iter=600
 resdet ablation SET --reuse        # keep members already evaluated (same config)
 
 A set file lists member configs (relative to it), a baseline member, overrides for all members
@@ -27,13 +27,16 @@ from detection.analysis.ablation import (
 )
 from detection.config import ConfigError
 from detection.config.cli import configure_logging, tool_parser
+from detection.config.loader import resolve_config_path
 from detection.data import ImageReadError
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the set and write its table; returns 1 when a member failed."""
     parser = tool_parser(__doc__)
-    parser.add_argument("set", metavar="SET", help="ablation set file (YAML)")
+    parser.add_argument(
+        "set", metavar="SET", help="ablation set file (YAML), or a shipped set's name"
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every member"
     )
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     configure_logging(args)
     try:
-        ablation = load_ablation_set(args.set, args.output_dir)
+        ablation = load_ablation_set(resolve_config_path(args.set), args.output_dir)
         results = run_ablation(
             ablation, args.overrides, device=args.device, resume=args.resume, reuse=args.reuse
         )

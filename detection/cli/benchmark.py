@@ -1,12 +1,12 @@
 """Measure inference, training, data-loading or COCO-evaluation speed of a config.
 
-    resdet benchmark --config configs/coco/faster_rcnn_R50_FPN_1x.yaml \\
+    resdet benchmark --config coco/faster_rcnn_R50_FPN_1x.yaml \\
         --mode inference --size 800 1067 --iters 10 --vs-torchvision
-    resdet benchmark --config configs/coco/faster_rcnn_R101_C4_1x.yaml --mode train \\
+    resdet benchmark --config coco/faster_rcnn_R101_C4_1x.yaml --mode train \\
         --batch 2 --precision bf16 --json r101_train.json
-    resdet benchmark --config configs/shapes/demo_R18_C4.yaml --mode data \\
+    resdet benchmark --config shapes/demo_R18_C4.yaml --mode data \\
         data.num_workers=2
-    resdet benchmark --config configs/shapes/demo_R18_C4.yaml --mode eval \\
+    resdet benchmark --config shapes/demo_R18_C4.yaml --mode eval \\
         [--results output/.../detections.json | --synthetic-images 5000]
     resdet benchmark --onnx model.onnx --checkpoint CKPT [--size 800 1067] [--iters 10]
 

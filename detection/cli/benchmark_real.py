@@ -10,7 +10,7 @@ converted to COCO json and split by image, every 5th to val (the raccoon set's a
 split), under OUTPUT_DIR/data; the images are not copied. --train/--val/--images take a COCO
 split instead. The anchor script (torchvision's detector, ResNet-18 FPN from scratch, ITERS x 4
 images at 320 / 512) runs first for each seed, then every member of the set (default
-configs/real/benchmark.yaml: torchvision's recipe in resdet, resdet's from-scratch recipe and
+real/benchmark.yaml, shipped: torchvision's recipe in resdet, resdet's from-scratch recipe and
 its BatchNorm variant) with max_iter = ITERS. Each run lives in OUTPUT_DIR/seed<k>/<name>; the
 table (AP, AP50, training seconds, time relative to torchvision; means over seeds) is printed
 and written to OUTPUT_DIR/benchmark.md and benchmark.json. A run takes ~40 minutes on 2 CPU
@@ -36,7 +36,9 @@ def _parser():
     anchor = parser.add_mutually_exclusive_group(required=True)
     anchor.add_argument("--anchor", help="torchvision's anchor script")
     anchor.add_argument("--no-anchor", action="store_true", help="run resdet's recipes only")
-    parser.add_argument("--set", default="configs/real/benchmark.yaml", help="resdet's recipes")
+    parser.add_argument(
+        "--set", default="real/benchmark.yaml", help="resdet's recipes (a file or shipped name)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
     parser.add_argument("--iters", type=int, default=300, help="iterations of 4 images (300)")
     parser.add_argument("--output-dir", help="default: the set's output_dir")
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from detection.analysis import real_benchmark as rb
     from detection.analysis.ablation import load_ablation_set
     from detection.config import ConfigError
+    from detection.config.loader import resolve_config_path
     from detection.data import ImageReadError
     from detection.utils.precision import machine_description
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if anchor is not None and not anchor.is_file():
             raise FileNotFoundError(f"anchor script not found: {anchor}")
-        ablation = load_ablation_set(args.set, args.output_dir)
+        ablation = load_ablation_set(resolve_config_path(args.set), args.output_dir)
         if args.data:
             split = rb.voc_split(args.data, ablation.output_dir / "data")
         else:

@@ -1,6 +1,6 @@
 """Write dataset images with their boxes drawn, as the model receives them.
 
-    resdet browse --config configs/shapes/Base-shapes.yaml --output browse \
+    resdet browse --config shapes/Base-shapes.yaml --output browse \
         --num 20 [--split test] [KEY=VALUE ...]
 
 The train split goes through the training augmentation (multi-scale resize, flip, jitter);

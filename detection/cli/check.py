@@ -1,6 +1,6 @@
 """Check a config's datasets before training: annotations, image files, decoding.
 
-    resdet check --config configs/coco/faster_rcnn_R50_C4_1x.yaml
+    resdet check --config coco/faster_rcnn_R50_C4_1x.yaml
     resdet check --config CFG --split train --no-decode   # seconds, not minutes
 
 Prints, per split, the usable images and boxes and every problem with the ids it concerns:

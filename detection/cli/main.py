@@ -46,6 +46,9 @@ GROUPS: dict[str, dict[str, Command]] = {
         ),
     },
     "configs and weights": {
+        "configs": Command(
+            "configs", "List the configs that ship with resdet (names for --config), or show one."
+        ),
         "print-config": Command(
             "print_config",
             "Print the resolved config of a YAML file plus overrides (optionally save it).",
@@ -99,8 +102,9 @@ Faster R-CNN with ResNet and VGG-16 backbones: train, evaluate, run and export d
 """
 
 EPILOG = """\
-example:
-  resdet train --config configs/shapes/demo_R18_FPN.yaml
+examples:
+  resdet train --config shapes/demo_R18_FPN.yaml
+  resdet configs                      # the configs --config takes by name
 """
 
 

@@ -1,6 +1,6 @@
 """Print the resolved config of a YAML file plus overrides (optionally save it).
 
-    resdet print-config --config configs/coco/faster_rcnn_R101_C4_1x.yaml \
+    resdet print-config --config coco/faster_rcnn_R101_C4_1x.yaml \
         model.backbone.name=resnet152
     resdet print-config --fields      # every key with its description and default
 """

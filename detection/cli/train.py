@@ -1,6 +1,6 @@
 """Train a detector (one process, or one per GPU / CPU slot under torchrun).
 
-resdet train --config configs/shapes/demo_R18_C4.yaml
+resdet train --config shapes/demo_R18_C4.yaml
 torchrun --nproc_per_node 8 -m detection.cli train --config coco/faster_rcnn_R101_C4_1x.yaml
 resdet train --config CFG --resume                 # continue from last_checkpoint
 resdet train --eval-only --checkpoint output/x/model_final.pth [KEY=VALUE ...]

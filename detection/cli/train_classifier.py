@@ -1,8 +1,8 @@
 """Train an image classifier: pretrain a backbone, or the paper's CIFAR-10 nets.
 
-resdet train-classifier --config configs/classification/shapes_resnet20.yaml  # embedded
-resdet train-classifier --config configs/classification/imagenet_R50.yaml data.root=DIR
-resdet train-classifier --config configs/classification/cifar10_resnet20.yaml data.root=DIR
+resdet train-classifier --config classification/shapes_resnet20.yaml  # embedded
+resdet train-classifier --config classification/imagenet_R50.yaml data.root=DIR
+resdet train-classifier --config classification/cifar10_resnet20.yaml data.root=DIR
 torchrun --nproc_per_node 8 -m detection.cli train-classifier --config CFG [KEY=VALUE ...]
 resdet train-classifier --config CFG --resume          # continue from last_checkpoint
 resdet train-classifier --curves RUN_DIR [RUN_DIR ...] --output errors.png

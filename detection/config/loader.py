@@ -16,6 +16,7 @@ import yaml
 
 from ..utils.io import write_text
 from .checks import ConfigError, validate
+from .imports import import_listed
 from .schema import Config
 
 BASE_KEY = "_base_"
@@ -68,6 +69,53 @@ def _suggest(key: str, schema: type = Config) -> str:
         by_leaf = {k.rsplit(".", 1)[-1]: k for k in every}
         close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1)]
     return f"; did you mean {close[0]}?" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped configs: a name such as coco/faster_rcnn_R50_FPN_1x.yaml works from any directory
+
+
+def shipped_configs_dir() -> Path:
+    """The folder of the configs that ship with resdet: detection/configs in an installed wheel
+    (pyproject maps the top-level configs/ there), the checkout's configs/ otherwise."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (paths relative to shipped_configs_dir), sorted."""
+    root = shipped_configs_dir()
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
+
+
+def shipped_config(name: str | os.PathLike) -> Path | None:
+    """The shipped config `name` (e.g. coco/faster_rcnn_R50_FPN_1x.yaml, with or without a
+    leading configs/), or None."""
+    path = Path(name)
+    if path.is_absolute():
+        return None
+    root = shipped_configs_dir()
+    candidates = [root / path]
+    if len(path.parts) > 1 and path.parts[0] == "configs":
+        candidates.append(root.joinpath(*path.parts[1:]))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config file: `path` itself when it is a file, else the shipped config of that name
+    (`coco/faster_rcnn_R50_FPN_1x.yaml`, or `configs/coco/...` as in a checkout). A path that
+    is neither is a ConfigError naming both places."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = shipped_config(given)
+    if shipped is not None:
+        return shipped
+    raise ConfigError(
+        f"config file not found: {path} (not a file here, nor the name of a shipped config in "
+        f"{shipped_configs_dir()}; `resdet configs` lists them)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,9 +196,16 @@ def _load_file(
         raise ConfigError(f"{path}: _base_ must be a relative path or a list, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases or ():
+        # relative to the file, or else a shipped config: a user's own file may say
+        # `_base_: coco/faster_rcnn_R50_FPN_1x.yaml`
         base_path = path.parent / base
         if not base_path.exists():
-            raise ConfigError(f"{path}: _base_ file not found: {base} (looked at {base_path})")
+            base_path = shipped_config(base) or base_path
+        if not base_path.exists():
+            raise ConfigError(
+                f"{path}: _base_ file not found: {base} (looked at {path.parent / base} and the "
+                "shipped configs)"
+            )
         _merge(
             merged, _load_file(base_path, sources, (*chain, path), schema), sources, str(base_path)
         )
@@ -317,17 +372,19 @@ def load_config(
     *,
     schema: type = Config,
 ) -> Any:
-    """The config of YAML file `path` (defaults when None) with `overrides` applied.
+    """The config of YAML file `path` (defaults when None) with `overrides` applied; `path` may
+    also name a shipped config (see resolve_config_path).
 
     Raises ConfigError naming the file or override for unknown keys, wrong types and
     values outside an enumeration. `schema` is the dataclass to build (the detection Config by
-    default; the classifier's schema for tools/train_classifier.py); the checks across fields
+    default; the classifier's schema for resdet train-classifier); the checks across fields
     are the detection Config's own, other schemas check theirs after loading.
     """
     sources: dict[str, str] = {}
-    data = _load_file(Path(path), sources, schema=schema) if path is not None else {}
+    data = _load_file(resolve_config_path(path), sources, schema=schema) if path is not None else {}
     for text in overrides:
         _apply_override(data, text, sources, schema)
+    import_listed(data, sources, trusted=True)  # before the names they register are checked
     cfg = _build(schema, data, sources)
     if schema is Config:
         validate(cfg)
@@ -344,6 +401,7 @@ def config_from_dict(
     sources = {k: source for k in all_keys()}
     for text in overrides:
         _apply_override(data, text, sources)
+    import_listed(data, sources, trusted=False)  # a checkpoint's config runs no code
     cfg = _build(Config, data, sources)
     validate(cfg)
     return cfg
