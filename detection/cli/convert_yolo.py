@@ -1,4 +1,4 @@
-"""Convert YOLO text labels (data.yaml or classes.txt) to one COCO-format json per split.
+"""Convert YOLO labels (data.yaml or classes.txt) to COCO json, one per split.
 
     resdet convert-yolo --yolo-root my_data --split train --output my_data/train.json
     resdet convert-yolo --yolo-root my_data --split val --output my_data/val.json

@@ -62,6 +62,14 @@ GROUPS: dict[str, dict[str, Command]] = {
         "convert-voc": Command(
             "convert_voc", "Convert Pascal VOC XML annotations to one COCO-format json."
         ),
+        "convert-yolo": Command(
+            "convert_yolo",
+            "Convert YOLO labels (data.yaml or classes.txt) to COCO json, one per split.",
+        ),
+        "convert-labelme": Command(
+            "convert_labelme",
+            "Convert LabelMe JSON files (rectangles, polygons) to one COCO-format json.",
+        ),
         "split": Command(
             "split", "Split a COCO json into train / val jsons (images stay put), or keep classes."
         ),
