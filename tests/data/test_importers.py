@@ -247,3 +247,32 @@ def test_bccd_yolo_copy_imports_as_the_voc_original(tmp_path):
     for (g_key, g_box), (w_key, w_box) in zip(got, want, strict=True):
         assert g_key[:2] == w_key[:2]
         np.testing.assert_allclose(g_box, w_box, atol=0.01)
+
+
+def test_the_commands_write_the_json_and_say_what_was_skipped(tmp_path, capsys):
+    from detection.cli import convert_labelme as labelme_cli
+    from detection.cli import convert_yolo as yolo_cli
+
+    write_yolo(tmp_path / "y", ground_truth(9, 2), "val")
+    (tmp_path / "y" / "classes.txt").write_text("\n".join(NAMES))
+    (tmp_path / "y" / "labels" / "val" / "img0.txt").write_text("1 0.5 0.5 0 0.1\n")
+    argv = [
+        "--yolo-root",
+        str(tmp_path / "y"),
+        "--split",
+        "val",
+        "--output",
+        str(tmp_path / "y.json"),
+    ]
+    assert yolo_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "skipped: 1 x box with zero or negative width or height" in out and "img0.txt:1" in out
+    assert f"data.train.images={tmp_path / 'y' / 'images' / 'val'}" in out
+    assert len(json.loads((tmp_path / "y.json").read_text())["images"]) == 2
+
+    write_labelme(tmp_path / "l", ground_truth(10, 2))
+    argv = ["--labelme-dir", str(tmp_path / "l"), "--output", str(tmp_path / "l.json"),
+            "--categories", "giraffe"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_status:
+        labelme_cli.main(argv)
+    assert exit_status.value.code == 1 and "not among the categories" in capsys.readouterr().err
