@@ -2,6 +2,7 @@
 
     from detection import Predictor
 
+    predictor = Predictor.from_pretrained("fasterrcnn_resnet50_fpn_coco")  # COCO, 80 classes
     predictor = Predictor.from_checkpoint("output/shapes/demo_R18_FPN/model_final.pth")
     result = predictor("photo.jpg")  # or a PIL image, an HxWx3 uint8 array, a CHW tensor
     result["boxes"], result["scores"], result["labels"], result["class_names"]
@@ -62,6 +63,12 @@ class Predictor:
         score_thresh: float = 0.0,
         batch_size: int = 1,
     ) -> None:
+        if isinstance(model, str | os.PathLike):
+            raise TypeError(
+                f"Predictor() takes a built model, not {type(model).__name__} {str(model)!r}: "
+                f"load a checkpoint file with Predictor.from_checkpoint({str(model)!r}), or "
+                "published weights with Predictor.from_pretrained('fasterrcnn_resnet50_fpn_coco')"
+            )
         self.cfg = cfg if cfg is not None else getattr(model, "cfg", None)
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
@@ -88,9 +95,26 @@ class Predictor:
         **kwargs: Any,
     ) -> Predictor:
         """Load a checkpoint (its embedded config plus `overrides`; or `config` plus
-        `overrides` instead) onto `device`; keyword arguments go to Predictor()."""
-        model = load_model(checkpoint, overrides, device=device, config=config)
+        `overrides` instead) onto `device`; keyword arguments go to Predictor(). A published
+        name works too (see from_pretrained)."""
+        from .modeling.zoo import resolve_weights
+
+        model = load_model(resolve_weights(checkpoint), overrides, device=device, config=config)
         return cls(model, model.cfg, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        overrides: Iterable[str] = (),
+        *,
+        device: str | torch.device = "cpu",
+        **kwargs: Any,
+    ) -> Predictor:
+        """Published weights by name (e.g. "fasterrcnn_resnet50_fpn_coco": torchvision's COCO
+        Faster R-CNN, COCO class names), downloaded into the torch hub cache on first use and
+        converted once; a checkpoint path works too. `resdet weights` lists the names."""
+        return cls.from_checkpoint(name, overrides, device=device, **kwargs)
 
     def __call__(self, inputs) -> dict[str, Any] | list[dict[str, Any]]:
         single = not isinstance(inputs, list | tuple)

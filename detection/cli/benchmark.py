@@ -124,10 +124,11 @@ def _run_onnx(args, say) -> dict:
     """--onnx: onnxruntime against our fast path; prints and returns the record."""
     from detection.deploy.export import ExportError
     from detection.deploy.timing import benchmark_onnx
+    from detection.modeling.zoo import resolve_weights
 
     try:
         result = benchmark_onnx(
-            args.checkpoint,
+            resolve_weights(args.checkpoint),
             args.onnx,
             size=tuple(args.size),
             overrides=args.overrides,
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         run = lambda: _run(args, cfg, say)  # noqa: E731
     try:
         result = run()
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a missing file, weights not downloadable
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.json:
         with open(args.json, "w") as f:

@@ -39,7 +39,14 @@ from detection.utils.precision import resolve_precision
 
 def _parser() -> argparse.ArgumentParser:
     parser = tool_parser(__doc__)
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to test")
+    parser.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="checkpoint to test, or published weights by name (resdet weights lists them)",
+    )
     add_config_arguments(parser, required=False)
     parser.add_argument(
         "--output-dir", metavar="DIR", help="where to write (default: <output_dir>/eval)"
@@ -102,14 +109,16 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str
     # in torchvision's ops and albumentations (~2 s) that --help and bad flags never need
     from detection.data import build_dataset
     from detection.evaluation import check_classes, load_checkpoint_model
+    from detection.modeling.zoo import resolve_weights
 
     try:
+        args.checkpoint = str(resolve_weights(args.checkpoint))
         model, cfg = load_checkpoint_model(
             args.checkpoint, args.config, args.overrides, device=device
         )
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # OSError: no such file, weights not downloadable
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if rank == 0:
         print_config(cfg)

@@ -26,7 +26,14 @@ from detection.deploy.formats import DEFAULT_OPSET, FORMATS
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, export and check; returns the exit status."""
     parser = tool_parser(__doc__)
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT")
+    parser.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="a checkpoint file, or published weights by name (resdet weights lists them)",
+    )
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--output", required=True, metavar="FILE")
     size = parser.add_mutually_exclusive_group()
@@ -42,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
     # the exporter (the detector, torchvision's ops, onnx) once the arguments are good
     from detection.deploy.export import ExportError, ParityError, export_checkpoint
+    from detection.modeling.zoo import resolve_weights
 
     try:
         report = export_checkpoint(
-            args.checkpoint,
+            resolve_weights(args.checkpoint),
             args.output,
             format=args.format,
             size=tuple(args.size) if args.size else None,
@@ -56,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
-    except (ExportError, OSError, ValueError) as e:  # OSError: e.g. an unwritable --output
+    # OSError: an unwritable --output, a missing checkpoint, weights not downloadable
+    except (ExportError, OSError, ValueError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     except ParityError as e:
         print(e.report)

@@ -1,8 +1,11 @@
 """Run a detector on images or videos: detections as JSON and the boxes drawn.
 
-    resdet infer --checkpoint CKPT --input IMAGE_VIDEO_OR_DIR --output DIR \
+    resdet infer --weights fasterrcnn_resnet50_fpn_coco --input photo.jpg   # COCO, 80 classes
+    resdet infer --weights CKPT --input IMAGE_VIDEO_OR_DIR [--output DIR] \
         [--score-thresh 0.5] [--every N] [--device cpu] [KEY=VALUE ...]
 
+--weights (or --checkpoint) takes a checkpoint file or the name of published weights, which is
+downloaded into the torch hub cache on first use (`resdet weights` lists the names).
 Images: DIR/<image stem>.json ({"image", "width", "height", "detections": [{"box": [x1, y1,
 x2, y2], "score", "label", "class"}]}, boxes in the image's pixels), DIR/<image stem>.jpg with
 boxes, class names and scores drawn, and DIR/predictions.json with every image's record.
@@ -22,7 +25,7 @@ import sys
 from pathlib import Path
 
 from detection.config import ConfigError
-from detection.config.cli import add_logging_arguments, configure_logging
+from detection.config.cli import configure_logging, tool_parser
 
 # the detector, the video and image helpers are imported in the functions that use them, after
 # the arguments are parsed: they pull in torchvision's ops and OpenCV (~2.5 s) that --help and
@@ -55,12 +58,24 @@ def _inputs(path: str) -> tuple[list[Path], list[Path]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT")
+    parser = tool_parser(__doc__)
+    parser.add_argument(
+        "--weights",
+        "--checkpoint",
+        dest="checkpoint",
+        required=True,
+        metavar="CKPT_OR_NAME",
+        help="a checkpoint file, or published weights by name (resdet weights lists them)",
+    )
     parser.add_argument(
         "--input", required=True, metavar="PATH", help="an image, a video or a folder"
     )
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the results")
+    parser.add_argument(
+        "--output",
+        default="output/infer",
+        metavar="DIR",
+        help="folder for the results (default: output/infer)",
+    )
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep scores >= this")
     parser.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: detect on every N-th frame"
@@ -70,7 +85,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the embedded config"
     )
-    add_logging_arguments(parser)
     return parser
 
 
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
-    except (FileNotFoundError, VideoReadError, ValueError, RuntimeError) as e:
+    except (OSError, VideoReadError, ValueError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(f"inference precision: {predictor.precision}", file=sys.stderr, flush=True)
     if images:

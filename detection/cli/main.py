@@ -49,6 +49,10 @@ GROUPS: dict[str, dict[str, Command]] = {
         "configs": Command(
             "configs", "List the configs that ship with resdet (names for --config), or show one."
         ),
+        "weights": Command(
+            "weights",
+            "List the weights resdet takes by name (--weights NAME), or fetch them now.",
+        ),
         "print-config": Command(
             "print_config",
             "Print the resolved config of a YAML file plus overrides (optionally save it).",
@@ -111,6 +115,7 @@ Faster R-CNN with ResNet and VGG-16 backbones: train, evaluate, run and export d
 
 EPILOG = """\
 examples:
+  resdet infer --weights fasterrcnn_resnet50_fpn_coco --input photo.jpg
   resdet train --config shapes/demo_R18_FPN.yaml
   resdet configs                      # the configs --config takes by name
 """

@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         help="only evaluate --checkpoint, with its embedded config plus the overrides "
         "(--config is not read)",
     )
-    parser.add_argument("--checkpoint", help="checkpoint for --eval-only")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint (or published weights' name) for --eval-only"
+    )
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
     )
@@ -50,10 +52,11 @@ def _parser() -> argparse.ArgumentParser:
 def _evaluate_only(args: argparse.Namespace, info: DistInfo, device: str) -> dict:
     """Evaluate the checkpoint with its embedded config plus the overrides."""
     from detection.evaluation import evaluate_checkpoint
+    from detection.modeling.zoo import resolve_weights
 
     show = (lambda cfg: print_config(cfg, file=sys.stderr)) if info.is_main else None
     return evaluate_checkpoint(
-        args.checkpoint,
+        resolve_weights(args.checkpoint),
         overrides=args.overrides,
         output_dir=args.output_dir or (lambda cfg: cfg.output_dir),
         device=device,

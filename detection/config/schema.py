@@ -125,9 +125,10 @@ class ModelConfig:
     pixel_std: list[float] = opt([0.229, 0.224, 0.225], "per-channel std (inputs in [0, 1])")
     weights: str | None = opt(
         None,
-        "a detector checkpoint to start from (resdet's, or a torchvision detector converted by "
-        "tools/convert_weights.py): every tensor whose name and shape match is loaded, the class "
-        "predictor is re-initialised when the classes differ (see class_map); null = none",
+        "a detector checkpoint to start from: a file, or published weights by name (e.g. "
+        "fasterrcnn_resnet50_fpn_coco; `resdet weights` lists them): every tensor whose name and "
+        "shape match is loaded, the class predictor is re-initialised when the classes differ "
+        "(see class_map); null = none",
     )
     class_map: dict[str, str] = opt(
         {},

@@ -126,14 +126,12 @@ def read_detector_weights(
             )
         return None
     from .build import read_checkpoint  # build imports this module: import when called
+    from .zoo import resolve_weights  # a published name: fetched and converted on first use
 
     try:
-        ckpt = read_checkpoint(m.weights)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"model.weights: checkpoint not found: {m.weights} (a resdet checkpoint, or a "
-            "torchvision detector converted by tools/convert_weights.py)"
-        ) from None
+        ckpt = read_checkpoint(resolve_weights(m.weights))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"model.weights: {e}") from None
     except ValueError as e:
         raise ValueError(f"model.weights: {e}") from None
     names = ckpt.get("class_names")
