@@ -8,8 +8,8 @@ from PIL import Image
 
 from detection import Predictor, load_model
 from detection.config import load_config
-from detection.engine.checkpoint import model_checkpoint, save_atomic
 from detection.modeling import build_model, inference_options, prepare_for_inference
+from detection.utils.checkpoint import model_checkpoint, save_atomic
 
 SMALL = [
     "model.backbone.name=resnet18",

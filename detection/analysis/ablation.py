@@ -151,7 +151,7 @@ def load_ablation_set(
 
 def schedule_differences(configs: dict[str, Config]) -> list[str]:
     """Lines naming the solver keys in which members differ from the first one."""
-    from ..engine.checkpoint import config_differences
+    from ..utils.checkpoint import config_differences
 
     items = list(configs.items())
     first_name, first = items[0]

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from ..config.loader import ConfigError, save_config, to_dict
 from ..data.build import worker_error
-from ..engine.checkpoint import Checkpointer, config_differences, gather_rng_states
+from ..engine.checkpoint import gather_rng_states
 from ..engine.hooks import MetricsWriter, peak_memory_mb
 from ..engine.rng import seed_all, set_rng_state
+from ..utils.checkpoint import Checkpointer, config_differences
 from ..utils.distributed import DistInfo, reduce_mean
 from ..utils.io import write_json
 from ..utils.precision import autocast, resolve_precision

@@ -18,11 +18,12 @@ from torch import nn
 from ..config import Config, ConfigError, save_config
 from ..data import build_dataset, build_train_loader, worker_error
 from ..data.build import batch_to_device
-from ..modeling import build_model, read_checkpoint
+from ..modeling import build_model
+from ..utils.checkpoint import Checkpointer, model_checkpoint, read_checkpoint
 from ..utils.distributed import DistInfo, RanksDivergedError, check_ranks_agree
 from ..utils.logging import console_configured, log_to_file, remove_log_file
 from ..utils.precision import autocast
-from .checkpoint import Checkpointer, check_resumable, gather_rng_states, model_checkpoint
+from .checkpoint import check_resumable, gather_rng_states
 from .failures import (
     TrainingError,
     check_training_config,

@@ -1,6 +1,6 @@
 """Faster R-CNN: anchors, box coding, matching, sampling, RPN, poolers, RoI heads, meta-arch."""
 
-from .build import build_model, load_model, read_checkpoint
+from .build import build_model, load_model
 from .fast import inference_options, prepare_for_inference
 from .rcnn import FasterRCNN
 
@@ -10,5 +10,4 @@ __all__ = [
     "inference_options",
     "load_model",
     "prepare_for_inference",
-    "read_checkpoint",
 ]

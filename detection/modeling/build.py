@@ -11,7 +11,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +20,7 @@ from backbones.fpn import FPN
 from backbones.resnet import ResNet, split_after
 
 from ..config import Config, ConfigError, config_from_dict, load_config
+from ..utils.checkpoint import read_checkpoint
 from .anchors import AnchorGenerator
 from .box_heads import FastRCNNPredictor, Res5Head, TwoFCHead, VGGBoxHead
 from .finetune import apply_detector_weights, read_detector_weights
@@ -261,26 +261,6 @@ def build_model(
     if detector is not None:
         model.weights_report = apply_detector_weights(model, detector, cfg)
     return model
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint's dict, read safely (tensors and plain data only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e}). Checkpoints are "
-            "loaded with weights_only=True: only tensors and plain data are accepted."
-        ) from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(
-            f"{path}: not a resdet checkpoint (needs 'model' and 'config'); for torchvision "
-            "weights run tools/convert_weights.py first"
-        )
-    return ckpt
 
 
 def load_model(

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, to_dict
+from ..utils.checkpoint import read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,6 @@ def read_detector_weights(
                 "detector checkpoint, or remove model.class_map"
             )
         return None
-    from .build import read_checkpoint  # build imports this module: import when called
     from .zoo import resolve_weights  # a published name: fetched and converted on first use
 
     try:

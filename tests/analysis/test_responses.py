@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from detection.engine.checkpoint import model_checkpoint
 from PIL import Image
 
 from detection.analysis.responses import RunningMoments, backbone_model
 from detection.config import load_config
 from detection.modeling import build_model, load_model
+from detection.utils.checkpoint import model_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

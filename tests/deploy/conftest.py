@@ -3,7 +3,7 @@
 import pytest
 from deploy_helpers import DESIGNS, NAMES, small_model
 
-from detection.engine.checkpoint import model_checkpoint, save_atomic
+from detection.utils.checkpoint import model_checkpoint, save_atomic
 
 
 @pytest.fixture(scope="session")

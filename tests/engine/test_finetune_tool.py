@@ -5,11 +5,11 @@ import re
 
 import pytest
 import torch
-from detection.engine.checkpoint import model_checkpoint, save_atomic
 
 from detection import build_model, load_config
 from detection.cli.train import main as train_main
 from detection.data import ensure_shapes
+from detection.utils.checkpoint import model_checkpoint, save_atomic
 
 SHAPES = ["circle", "square", "triangle", "star", "ellipse"]
 KEPT = {1: "circle", 2: "square", 4: "star"}  # category id -> name in shapes_train

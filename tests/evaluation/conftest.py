@@ -15,7 +15,7 @@ from evaluation_helpers import (
 from PIL import Image
 
 from detection import build_model, load_config
-from detection.engine.checkpoint import model_checkpoint, save_atomic
+from detection.utils.checkpoint import model_checkpoint, save_atomic
 
 
 @pytest.fixture

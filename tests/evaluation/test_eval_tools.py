@@ -19,7 +19,7 @@ from PIL import Image
 from detection.cli import compare, evaluate, infer
 from detection.evaluation import coco_evaluate
 from detection.evaluation import compare as compare_module
-from detection.modeling import read_checkpoint
+from detection.utils.checkpoint import read_checkpoint
 from detection.utils.precision import resolve_precision
 
 

@@ -7,7 +7,7 @@ import torch
 
 from detection import build_model, load_config, load_model
 from detection.config import ConfigError
-from detection.engine.checkpoint import model_checkpoint, save_atomic
+from detection.utils.checkpoint import model_checkpoint, save_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/shapes/demo_R18_FPN.yaml"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import ROOT, read_jsonl, run_tool
 
-from detection.engine.checkpoint import Checkpointer
+from detection.utils.checkpoint import Checkpointer
 
 # A zygote: a fresh interpreter that imports torch once, single-threaded, then forks one writer
 # per "go" line. Each writer saves checkpoints back to back, continuing from the last one, until
@@ -22,7 +22,7 @@ from detection.engine.checkpoint import Checkpointer
 # milliseconds instead of the seconds an interpreter importing torch takes.
 ZYGOTE = """
 import os, sys, torch
-from detection.engine.checkpoint import Checkpointer
+from detection.utils.checkpoint import Checkpointer
 out = sys.argv[1]
 for _ in sys.stdin:
     pid = os.fork()

@@ -10,8 +10,8 @@ import torch
 from helpers import ROOT
 
 from detection.config import load_config
-from detection.engine.checkpoint import Checkpointer
 from detection.engine.trainer import Trainer
+from detection.utils.checkpoint import Checkpointer
 
 
 def test_non_finite_loss_stops_before_any_update(tiny_config):
