@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# the file extensions read as images when a folder is listed
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
 
 class ImageReadError(OSError):
     """An image file is missing or cannot be decoded."""

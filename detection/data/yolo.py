@@ -172,4 +172,6 @@ def convert_yolo(
         annotations.extend(found)
     _orphan_labels(paths, report)
     description = f"converted from YOLO labels at {root}" + (f", split {split}" if split else "")
-    return coco_dict(description, images, annotations, names), report
+    coco = coco_dict(description, images, annotations, names)
+    coco["info"]["images_root"] = str(base)  # what data.*.images must name to train on it
+    return coco, report

@@ -13,10 +13,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..data.images import IMAGE_EXTENSIONS
 from ..utils.io import write_json
 from .inference import eval_mode, model_device, unwrap
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def list_images(path: str | os.PathLike) -> list[Path]:
