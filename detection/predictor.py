@@ -15,6 +15,7 @@ test.precision resolved for the hardware) is applied once at load.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,7 +27,10 @@ from PIL import Image, ImageOps
 
 from .config import Config
 from .modeling import FasterRCNN, inference_options, load_model, prepare_for_inference
+from .utils.device import describe_device, resolve_device
 from .utils.precision import Precision, resolve_precision
+
+logger = logging.getLogger(__name__)
 
 ACCEPTED = (
     "an image path (str or Path), a PIL image, an HxWx3 uint8 RGB numpy array or a 3xHxW "
@@ -90,16 +94,21 @@ class Predictor:
         checkpoint: str | os.PathLike,
         overrides: Iterable[str] = (),
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         config: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> Predictor:
         """Load a checkpoint (its embedded config plus `overrides`; or `config` plus
-        `overrides` instead) onto `device`; keyword arguments go to Predictor(). A published
-        name works too (see from_pretrained)."""
+        `overrides` instead) onto `device` (auto: CUDA when available, else the CPU; the
+        choice is logged and is predictor.device); keyword arguments go to Predictor(). A
+        published name works too (see from_pretrained)."""
         from .modeling.zoo import resolve_weights
 
-        model = load_model(resolve_weights(checkpoint), overrides, device=device, config=config)
+        chosen = resolve_device(device)
+        # what `auto` chose is news; a device the caller named is not
+        level = logging.INFO if str(device) == "auto" else logging.DEBUG
+        logger.log(level, "Predictor %s", describe_device(chosen, device))
+        model = load_model(resolve_weights(checkpoint), overrides, device=chosen, config=config)
         return cls(model, model.cfg, **kwargs)
 
     @classmethod
@@ -108,13 +117,19 @@ class Predictor:
         name: str,
         overrides: Iterable[str] = (),
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         **kwargs: Any,
     ) -> Predictor:
         """Published weights by name (e.g. "fasterrcnn_resnet50_fpn_coco": torchvision's COCO
         Faster R-CNN, COCO class names), downloaded into the torch hub cache on first use and
         converted once; a checkpoint path works too. `resdet weights` lists the names."""
         return cls.from_checkpoint(name, overrides, device=device, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor(device={self.device}, precision={self.precision}, "
+            f"{len(self.class_names)} classes)"
+        )
 
     def __call__(self, inputs) -> dict[str, Any] | list[dict[str, Any]]:
         single = not isinstance(inputs, list | tuple)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from detection.analysis.ablation import (
     ablation_rows,
     format_ablation_markdown,
@@ -25,6 +23,7 @@ from detection.analysis.ablation import (
     run_ablation,
     write_tables,
 )
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config import ConfigError
 from detection.config.cli import configure_logging, tool_parser
 from detection.config.loader import resolve_config_path
@@ -49,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip members whose eval/metrics.json holds the same config",
     )
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
-    )
+    add_device_argument(parser)
     # intermixed: overrides may follow flags (SET --output-dir D KEY=VALUE) as in other tools
     args = parser.parse_intermixed_args(argv)
     configure_logging(args)
+    args.device = chosen_device(parser, args)
     try:
         ablation = load_ablation_set(resolve_config_path(args.set), args.output_dir)
+        say_device(args)
         results = run_ablation(
             ablation, args.overrides, device=args.device, resume=args.resume, reuse=args.reuse
         )

@@ -24,10 +24,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config.cli import configure_logging, tool_parser
 
 
@@ -136,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         help="initialisation seed of random backbones (the same for all)",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     return parser
 
 
@@ -194,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one --backbone or --checkpoint")
     if args.num_images < 1 or args.size < 1:
         parser.error("--num-images and --size must be positive")
+    args.device = chosen_device(parser, args)
+    say_device(args)
     results = _measure_all(parser, args)
     out = Path(args.output)
     written = [

@@ -26,8 +26,7 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
-
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config.cli import (
     add_config_arguments,
     config_from_args,
@@ -92,7 +91,7 @@ def _parser():
     parser.add_argument(
         "--mode", choices=["inference", "train", "data", "eval"], default="inference"
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1067], metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=1)
@@ -198,6 +197,7 @@ def _run(args, cfg, say) -> dict:
         )
         _print_eval(result)
         return result
+    say_device(args)
     result = benchmark(
         cfg,
         mode=args.mode,
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.config:
             parser.error("the following arguments are required: --config (or --onnx)")
         args, cfg = config_from_args(parser, argv)
+        if args.mode in ("inference", "train"):
+            args.device = chosen_device(parser, args)
         cfg.model.backbone.weights = None  # speed does not depend on the weights: no download
         run = lambda: _run(args, cfg, say)  # noqa: E731
     try:

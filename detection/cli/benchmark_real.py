@@ -22,8 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config.cli import configure_logging, tool_parser
 
 
@@ -43,9 +42,7 @@ def _parser():
     parser.add_argument("--iters", type=int, default=300, help="iterations of 4 images (300)")
     parser.add_argument("--output-dir", help="default: the set's output_dir")
     parser.add_argument("--reuse", action="store_true", help="keep runs that finished before")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for resdet's runs"
     )
@@ -60,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     files = (args.train, args.val, args.images)
     if bool(args.data) == any(files) or (any(files) and not all(files)):
         parser.error("give --data, or all of --train, --val and --images")
+    args.device = chosen_device(parser, args)
     from detection.analysis import real_benchmark as rb
     from detection.analysis.ablation import load_ablation_set
     from detection.config import ConfigError
@@ -79,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in files:
                 if not Path(path).exists():
                     raise FileNotFoundError(f"not found: {path}")
+        say_device(args)
         results = rb.run_benchmark(
             ablation,
             split,

@@ -25,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config import ConfigError
 from detection.config.cli import (
     add_config_arguments,
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir", metavar="DIR", help="where to write (default: <output_dir>/eval)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -128,6 +129,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str
         check_classes(model, cfg, dataset)
     except (FileNotFoundError, ValueError) as e:
         parser.exit(2, f"{parser.prog}: error: test set: {e}\n")
+    say_device(args)  # the inputs are good (say_device speaks for the first process only)
     return model, cfg, dataset
 
 
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     configure_logging(args)
     _check_args(parser, args)
+    args.device = chosen_device(parser, args)
     try:
         info = init_distributed(args.device)
         rank, world_size, device = info.rank, info.world_size, device_of(info, args.device)

@@ -10,7 +10,8 @@ inside; outputs boxes [D, 4] (xyxy, input-image pixels), scores [D], labels [D] 
 After writing, the file is run once (onnxruntime / torch.jit.load) on --image (default: a
 generated shapes scene) and compared with the PyTorch model: same number of detections, boxes
 within 0.5 px, scores within 1e-3 (fp16: 1 px, 1e-2). The comparison is printed; the exit
-status is 1 when it fails (and no file is written), 2 for bad input. ONNX needs
+status is 1 when it fails (and no file is written), 2 for bad input. Export and check run on
+the CPU, a GPU machine included: the traced file is device-independent. ONNX needs
 `pip install 'resdet[export]'`; loading a TorchScript file needs `import torchvision` first.
 """
 
@@ -47,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     configure_logging(args)
+    # on a GPU machine too: a graph traced on the CPU runs on any device, and the check compares
+    # it with PyTorch on the same device as onnxruntime's CPU provider
+    print(
+        "device: cpu (export and its check run on the CPU; the file runs anywhere)", file=sys.stderr
+    )
     # the exporter (the detector, torchvision's ops, onnx) once the arguments are good
     from detection.deploy.export import ExportError, ParityError, export_checkpoint
     from detection.modeling.zoo import resolve_weights

@@ -2,7 +2,7 @@
 
     resdet infer --weights fasterrcnn_resnet50_fpn_coco --input photo.jpg   # COCO, 80 classes
     resdet infer --weights CKPT --input IMAGE_VIDEO_OR_DIR [--output DIR] \
-        [--score-thresh 0.5] [--every N] [--device cpu] [KEY=VALUE ...]
+        [--score-thresh 0.5] [--every N] [--device auto] [KEY=VALUE ...]
 
 --weights (or --checkpoint) takes a checkpoint file or the name of published weights, which is
 downloaded into the torch hub cache on first use (`resdet weights` lists the names).
@@ -24,6 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config import ConfigError
 from detection.config.cli import configure_logging, tool_parser
 
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: detect on every N-th frame"
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the embedded config"
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
     if args.every < 1:
         parser.exit(2, f"{parser.prog}: error: --every {args.every}: give a positive number\n")
+    args.device = chosen_device(parser, args)
     from detection import Predictor
     from detection.deploy.video import VideoReadError
     from detection.evaluation import predict_images
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
     except (OSError, VideoReadError, ValueError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    say_device(args)
     print(f"inference precision: {predictor.precision}", file=sys.stderr, flush=True)
     if images:
         records = predict_images(

@@ -170,8 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"detection.cli.{command.module}")
     # argparse names the program after sys.argv[0]: usage and error lines say `resdet train`
-    sys.argv[0] = f"resdet {name}"
-    return module.main(rest)
+    program, sys.argv[0] = sys.argv[0], f"resdet {name}"
+    try:
+        return module.main(rest)
+    finally:
+        sys.argv[0] = program
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config import ConfigError
 from detection.config.cli import (
     add_config_arguments,
@@ -43,9 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", help="checkpoint (or published weights' name) for --eval-only"
     )
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
-    )
+    add_device_argument(parser)
     return parser
 
 
@@ -54,19 +51,23 @@ def _evaluate_only(args: argparse.Namespace, info: DistInfo, device: str) -> dic
     from detection.evaluation import evaluate_checkpoint
     from detection.modeling.zoo import resolve_weights
 
-    show = (lambda cfg: print_config(cfg, file=sys.stderr)) if info.is_main else None
+    def show(cfg) -> None:
+        print_config(cfg, file=sys.stderr)
+        say_device(args)
+
     return evaluate_checkpoint(
         resolve_weights(args.checkpoint),
         overrides=args.overrides,
         output_dir=args.output_dir or (lambda cfg: cfg.output_dir),
         device=device,
-        show_config=show,
+        show_config=show if info.is_main else None,
     )
 
 
 def _train(args: argparse.Namespace, cfg, info: DistInfo, device: str) -> dict:
     if info.is_main:
         print_config(cfg, file=sys.stderr)
+        say_device(args)
     # imported once the config is shown: the trainer and the evaluation pull in torchvision's
     # ops and albumentations (~2 s), which --help and a config error never need
     from detection.engine.trainer import train
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         args, cfg = config_from_args(parser, argv)
         if args.output_dir:
             cfg.output_dir = args.output_dir
+    args.device = chosen_device(parser, args)
     try:
         info = init_distributed(args.device)
     except RuntimeError as e:

@@ -19,9 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from detection.classification.config import load_classifier_config
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.config import ConfigError, dump
 from detection.config.cli import add_config_arguments, configure_logging, tool_parser
 from detection.engine.failures import TrainingError
@@ -33,9 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(parser, required=False)
     parser.add_argument("--output-dir", help="overrides output_dir of the config")
     parser.add_argument("--resume", action="store_true", help="continue from last_checkpoint")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--curves", nargs="+", metavar="RUN_DIR", help="plot the error curves of these runs"
     )
@@ -77,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: config error: {e}\n")
     if args.output_dir:
         cfg.output_dir = args.output_dir
+    args.device = chosen_device(parser, args)
     try:
         info = init_distributed(args.device)
     except RuntimeError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if info.is_main:
         print("resolved config:\n  " + dump(cfg).rstrip().replace("\n", "\n  "), file=sys.stderr)
+        say_device(args)
     # the engine (data pipeline, torchvision) once the config is shown: --help stays quick
     from detection.classification.engine import train_classifier
 

@@ -148,6 +148,7 @@ def test_resdet_infer_with_weights_by_name_draws_coco_names(hub, tmp_path, capsy
     out = tmp_path / "out"
     argv = ["--weights", NAME, "--input", str(photo), "--output", str(out), "--no-progress"]
     assert infer_main([*argv, "--device", "cpu", *SMALL]) == 0
+    assert "device: cpu (" in capsys.readouterr().err
     record = json.loads((out / "photo.json").read_text())
     assert record["detections"] and {d["class"] for d in record["detections"]} == {"person"}
     assert (out / "photo.jpg").is_file()
