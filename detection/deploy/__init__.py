@@ -11,14 +11,14 @@ from ..utils.lazy import lazy_exports
 _PUBLIC = {
     "DEFAULT_OPSET": ".formats",
     "FORMATS": ".formats",
-    "Comparison": ".export",
+    "Comparison": ".check",
     "DeployableDetector": ".graph",
-    "ExportError": ".export",
+    "ExportError": ".runtime",
     "ExportReport": ".export",
     "ParityError": ".export",
-    "compare_detections": ".export",
+    "compare_detections": ".check",
     "export_checkpoint": ".export",
-    "load_exported": ".export",
+    "load_exported": ".runtime",
     "read_metadata": ".export",
 }
 

@@ -20,12 +20,10 @@ symbolics torchvision registers (NonMaxSuppression, RoiAlign, MaxRoiPool; opset 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,21 +34,10 @@ from ..config import to_dict
 from ..modeling import load_model
 from ..predictor import Predictor, to_tensor
 from ..utils.io import atomic_path
+from .check import TOLERANCES, Comparison, Decisions, compare_detections
 from .formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from .graph import PRECISIONS, DeployableDetector
-
-EXPORT_EXTRA = "pip install 'resdet[export]' (or: pip install onnx onnxruntime)"
-
-# The bounds of the check. fp32: the same arithmetic in another runtime; differences are
-# float rounding (measured: boxes within 1e-4 px, scores within 2e-5). fp16: both sides run
-# the backbone and heads in fp16, but ONNX Runtime's fp16 kernels round and accumulate
-# differently from PyTorch's (10-bit mantissa: a logit of 10 moves by 0.005), so scores are
-# held to 1e-2 and boxes to 1 px.
-TOLERANCES = {"fp32": (0.5, 1e-3), "fp16": (1.0, 1e-2)}
-
-
-class ExportError(Exception):
-    """An export that cannot start: bad arguments, a missing runtime, an unreadable file."""
+from .runtime import ExportError, load_exported, quiet_tracer, require_onnx
 
 
 def check_opset(opset: int) -> None:
@@ -62,34 +49,7 @@ def check_opset(opset: int) -> None:
         )
 
 
-def require_onnx():
-    """(onnx, onnxruntime), or an ExportError that names the extra to install."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise ExportError(
-            f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing): "
-            f"{EXPORT_EXTRA}"
-        ) from None
-    return onnx, onnxruntime
-
-
 # -- writing ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_tracer():
-    """Silence the tracer's generic warnings: DeployableDetector keeps every size-dependent
-    value a tensor (tested on other sizes), and the legacy exporter is chosen on purpose."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")
-        # torch.jit is deprecated in favour of torch.export (said in the README's Deploy
-        # section); TorchScript is still what C++ / LibTorch deployments load
-        warnings.filterwarnings("ignore", "`torch.jit", FutureWarning)
-        yield
 
 
 def export_onnx(
@@ -108,7 +68,7 @@ def export_onnx(
     axes = {"boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}}
     if dynamic:
         axes["image"] = {1: "height", 2: "width"}
-    with torch.no_grad(), _quiet_tracer():
+    with torch.no_grad(), quiet_tracer():
         torch.onnx.export(
             detector,
             (example,),
@@ -136,128 +96,9 @@ def export_torchscript(
 ) -> None:
     """Write `detector` as a traced TorchScript module (any image size; the metadata goes into
     the archive's extra files). Loading it needs `import torchvision` first (nms, roi_align)."""
-    with torch.no_grad(), _quiet_tracer():
+    with torch.no_grad(), quiet_tracer():
         traced = torch.jit.trace(detector, (example,), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files=dict(metadata or {}))
-
-
-# -- running --------------------------------------------------------------------------------------
-
-
-class OnnxRunner:
-    """An ONNX file in onnxruntime (CPU): image tensor in, {boxes, scores, labels} out."""
-
-    def __init__(
-        self, path: str | os.PathLike, threads: int | None = None, spin: bool = True
-    ) -> None:
-        _, ort = require_onnx()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if not spin:  # idle threads sleep instead of spinning on the cores after a run
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # warnings about unused initializers etc. are noise
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        boxes, scores, labels = self.session.run(None, {self.input: image.float().numpy()})
-        return {
-            "boxes": torch.from_numpy(boxes),
-            "scores": torch.from_numpy(scores),
-            "labels": torch.from_numpy(labels),
-        }
-
-
-class TorchScriptRunner:
-    """A TorchScript file from export_torchscript, loaded with torch.jit.load."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        import torchvision  # noqa: F401 - registers torchvision::nms / roi_align for the graph
-
-        with _quiet_tracer():
-            self.module = torch.jit.load(str(path), map_location="cpu")
-
-    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            boxes, scores, labels = self.module(image)
-        return {"boxes": boxes, "scores": scores, "labels": labels}
-
-
-def load_exported(path: str | os.PathLike, format: str):
-    """A callable running an exported file (see OnnxRunner, TorchScriptRunner)."""
-    if format == "onnx":
-        return OnnxRunner(path)
-    if format == "torchscript":
-        return TorchScriptRunner(path)
-    raise ExportError(f"unknown format {format!r}: use {' or '.join(FORMATS)}")
-
-
-# -- comparing --------------------------------------------------------------------------------
-
-
-@dataclass
-class Comparison:
-    """Detections of an exported file against PyTorch's on one image."""
-
-    reference: int  # detections of the PyTorch model
-    exported: int
-    matched: int  # pairs of the same label (greedy by score, nearest box)
-    max_box_diff: float  # px, over matched pairs
-    max_score_diff: float
-    box_atol: float
-    score_atol: float
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.reference == self.exported == self.matched
-            and self.max_box_diff <= self.box_atol
-            and self.max_score_diff <= self.score_atol
-        )
-
-    def __str__(self) -> str:
-        verdict = "OK" if self.ok else "FAILED"
-        if self.reference == 0 and self.exported == 0:
-            return "no detections in either (nothing else to compare)"
-        return (
-            f"{verdict}: detections {self.exported} exported / {self.reference} PyTorch, "
-            f"{self.matched} matched by label; max |box diff| {self.max_box_diff:.2e} px "
-            f"(bound {self.box_atol:g}), max |score diff| {self.max_score_diff:.2e} (bound "
-            f"{self.score_atol:g})"
-        )
-
-
-def compare_detections(
-    reference: dict[str, torch.Tensor],
-    exported: dict[str, torch.Tensor],
-    box_atol: float = TOLERANCES["fp32"][0],
-    score_atol: float = TOLERANCES["fp32"][1],
-) -> Comparison:
-    """Match each reference detection (best first) to the unmatched exported detection of the
-    same label with the nearest box, and measure the largest differences. Matching, rather
-    than comparing position by position, lets two detections of almost equal score swap
-    places without failing the check."""
-    ref_boxes = reference["boxes"].float().cpu()
-    out_boxes = exported["boxes"].float().cpu()
-    ref_scores, out_scores = reference["scores"].float().cpu(), exported["scores"].float().cpu()
-    n, m = len(ref_boxes), len(out_boxes)
-    cost = (ref_boxes[:, None, :] - out_boxes[None, :, :]).abs().amax(-1) if n and m else None
-    if cost is not None:
-        same = reference["labels"].cpu()[:, None] == exported["labels"].cpu()[None, :]
-        cost = torch.where(same, cost, torch.full_like(cost, float("inf")))
-    box_diff, score_diff, pairs = 0.0, 0.0, 0
-    taken = torch.zeros(m, dtype=torch.bool)
-    for i in range(n if cost is not None else 0):  # at most detections_per_image
-        row = cost[i].masked_fill(taken, float("inf"))
-        j = int(row.argmin())
-        if not torch.isfinite(row[j]):
-            continue
-        taken[j] = True
-        pairs += 1
-        box_diff = max(box_diff, float(row[j]))
-        score_diff = max(score_diff, float((ref_scores[i] - out_scores[j]).abs()))
-    return Comparison(n, m, pairs, box_diff, score_diff, box_atol, score_atol)
 
 
 # -- the whole export -------------------------------------------------------------------------
@@ -316,6 +157,73 @@ def check_image(image: str | os.PathLike | None, size: tuple[int, int] | None):
     return tensor, name
 
 
+def _check_request(format: str, precision: str, opset: int, size) -> None:
+    """ExportError for arguments export_checkpoint cannot take, before any work."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}: use {' or '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+    if format == "onnx":
+        check_opset(opset)
+        require_onnx()
+    if size is not None and (len(size) != 2 or min(size) < 32):
+        raise ExportError(f"--size {size}: give H W, each at least 32")
+
+
+def _reference_model(checkpoint, overrides, format: str, opset: int):
+    """The checkpoint's detector in fp32, as the Predictor runs it (the check's reference)."""
+    model = load_model(checkpoint, [*overrides, "test.precision=fp32", "model.compile=false"])
+    pooler = model.roi_heads.pooler
+    if format == "onnx" and pooler.pooler_type == "roi_align" and pooler.aligned and opset < 16:
+        raise ExportError(
+            f"model.roi_heads.pooler_aligned=true needs --opset 16 or newer (ONNX RoiAlign "
+            f"has no half-pixel mode before 16); got --opset {opset}"
+        )
+    return Predictor(model).model
+
+
+def _metadata(model, precision: str, checkpoint) -> dict[str, str]:
+    return {
+        "resdet": json.dumps(
+            {
+                "input": "image: float32 [3, H, W], RGB in [0, 1]; resize, normalisation and "
+                "padding are inside",
+                "outputs": "boxes float32 [D, 4] xyxy in input pixels, scores float32 [D], "
+                "labels int64 [D] in 1..K",
+                "class_names": list(model.class_names or []),
+                "precision": precision,
+                "checkpoint": str(checkpoint),
+                "config": to_dict(model.cfg),
+            }
+        )
+    }
+
+
+def _write(detector, example, path, format: str, size, opset: int, metadata) -> None:
+    if format == "onnx":
+        export_onnx(detector, example, path, dynamic=size is None, opset=opset, metadata=metadata)
+    else:
+        export_torchscript(detector, example, path, metadata={"resdet.json": metadata["resdet"]})
+
+
+def check_file(
+    path, format: str, expected: dict[str, torch.Tensor], detector, example, precision: str
+) -> tuple[Comparison, float]:
+    """The exported file's detections on `example` against `expected` (check.py), and the
+    seconds of its run. Where they differ, the reference's candidates (`detector` run by
+    PyTorch) tell decisions that rounding flipped from a different model."""
+    run = load_exported(path, format)
+    start = time.perf_counter()
+    got = run(example)
+    seconds = time.perf_counter() - start
+    bounds = TOLERANCES[precision]
+    comparison = compare_detections(expected, got, *bounds)
+    if comparison.unexplained:
+        decisions = Decisions.of(detector, example)
+        comparison = compare_detections(expected, got, *bounds, decisions=decisions)
+    return comparison, seconds
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
@@ -332,64 +240,27 @@ def export_checkpoint(
     fixes the ONNX input size (None: any size; TorchScript files take any size either way).
     The file is renamed into place only when report.ok; bad arguments raise ExportError,
     FileNotFoundError or ValueError (ConfigError) before anything is written."""
-    if format not in FORMATS:
-        raise ExportError(f"unknown format {format!r}: use {' or '.join(FORMATS)}")
-    if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
-    if format == "onnx":
-        check_opset(opset)
-        require_onnx()
-    if size is not None and (len(size) != 2 or min(size) < 32):
-        raise ExportError(f"--size {size}: give H W, each at least 32")
+    _check_request(format, precision, opset, size)
     example, image_name = check_image(image, size)
-    # the reference: the PyTorch model as the Predictor runs it (fast path) in fp32
-    model = load_model(checkpoint, [*overrides, "test.precision=fp32", "model.compile=false"])
-    pooler = model.roi_heads.pooler
-    if format == "onnx" and pooler.pooler_type == "roi_align" and pooler.aligned and opset < 16:
-        raise ExportError(
-            f"model.roi_heads.pooler_aligned=true needs --opset 16 or newer (ONNX RoiAlign "
-            f"has no half-pixel mode before 16); got --opset {opset}"
-        )
-    reference = Predictor(model)
-    folded = copy.deepcopy(reference.model).set_channels_last(False)
-    detector = DeployableDetector(folded, precision).eval()
-    metadata = {
-        "resdet": json.dumps(
-            {
-                "input": "image: float32 [3, H, W], RGB in [0, 1]; resize, normalisation and "
-                "padding are inside",
-                "outputs": "boxes float32 [D, 4] xyxy in input pixels, scores float32 [D], "
-                "labels int64 [D] in 1..K",
-                "class_names": list(model.class_names or []),
-                "precision": precision,
-                "checkpoint": str(checkpoint),
-                "config": to_dict(model.cfg),
-            }
-        )
-    }
+    # the reference: the PyTorch model as the Predictor runs it (fast path) in fp32; the
+    # graph keeps its folded weights and memory format
+    reference = _reference_model(checkpoint, overrides, format, opset)
+    detector = DeployableDetector(copy.deepcopy(reference), precision).eval()
     with torch.inference_mode():
         start = time.perf_counter()
         if precision == "fp32":
-            expected = reference.model([example])[0]
+            expected = reference([example])[0]
         else:  # the same fp16 graph, run by PyTorch
             expected = dict(zip(("boxes", "scores", "labels"), detector(example), strict=True))
         pytorch_s = time.perf_counter() - start
     output = Path(output)
     with atomic_path(output) as tmp:
         start = time.perf_counter()
-        if format == "onnx":
-            export_onnx(
-                detector, example, tmp, dynamic=size is None, opset=opset, metadata=metadata
-            )
-        else:
-            meta = {"resdet.json": metadata["resdet"]}
-            export_torchscript(detector, example, tmp, metadata=meta)
+        _write(
+            detector, example, tmp, format, size, opset, _metadata(reference, precision, checkpoint)
+        )
         export_s = time.perf_counter() - start
-        run = load_exported(tmp, format)
-        start = time.perf_counter()
-        got = run(example)
-        exported_s = time.perf_counter() - start
-        comparison = compare_detections(expected, got, *TOLERANCES[precision])
+        comparison, exported_s = check_file(tmp, format, expected, detector, example, precision)
         report = ExportReport(
             output,
             format,
@@ -425,6 +296,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         props = {p.key: p.value for p in model.metadata_props}
         return json.loads(props.get("resdet", "{}"))
     files = {"resdet.json": ""}
-    with _quiet_tracer():
+    with quiet_tracer():
         torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     return json.loads(files["resdet.json"] or "{}")

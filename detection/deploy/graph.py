@@ -12,16 +12,22 @@ settings, box head, predictor, box coders).
 
 What it does equals the eager model: the resize size is computed in float64 as Python does
 for `resize_image` (float32 could give a size 1 px off), the anchors, top-k per level,
-per-level NMS, per-class NMS and `detections_per_image` are the eager ones. The batched NMS
-offsets boxes by class (level) times (longest image side + 1), torchvision's coordinate trick
-with a bound that needs no reduction over a possibly empty tensor.
+per-level NMS, per-class NMS and `detections_per_image` are the eager ones. The NMS by level
+and by class is torchvision's `batched_nms` itself, as the eager model calls it (see
+`batched_nms`): traced into TorchScript it keeps its branch on the number of boxes, and in
+ONNX it is built from NonMaxSuppression in both of its ways.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import nms, remove_small_boxes, roi_align, roi_pool
 
 from ..modeling.poolers import assign_levels
@@ -38,13 +44,87 @@ def _clip(boxes: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> tor
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
-def _batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, bound: torch.Tensor
+# torchvision.ops.batched_nms switches from its coordinate trick to one NMS per group above
+# this many coordinates on CPU (4 per box)
+_PER_GROUP_ABOVE = 4000
+
+
+@functools.cache
+def _scripted_batched_nms():
+    # scripted, a traced graph calls it with its branches; traced, it would always take the
+    # coordinate trick (torchvision checks for tracing) and differ from the eager model
+    with warnings.catch_warnings():
+        # torch.jit is deprecated in favour of torch.export; TorchScript files still need it
+        warnings.filterwarnings("ignore", "`torch.jit", FutureWarning)
+        return torch.jit.script(tv_batched_nms)
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """ONNX's NonMaxSuppression with one class per group: boxes [N, 4], scores [G, N] (-1 where
+    a box is not in the group) -> [M, 3] (0, group, box index), the kept boxes group by group.
+    forward gives the same in PyTorch while the exporter traces the graph."""
+
+    @staticmethod
+    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+        out = [torch.zeros((0, 3), dtype=torch.int64, device=boxes.device)]
+        for group, row in enumerate(scores):
+            members = torch.where(row >= 0)[0]
+            kept = members[nms(boxes[members], row[members], iou)]
+            out.append(torch.stack((torch.zeros_like(kept), torch.full_like(kept, group), kept), 1))
+        return torch.cat(out)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou: float):
+        from torch.onnx.symbolic_opset11 import unsqueeze  # as torchvision's nms symbolic
+
+        def const(value, dtype):
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
+        return g.op(
+            "NonMaxSuppression",
+            unsqueeze(g, boxes, 0),
+            unsqueeze(g, scores, 0),
+            const(sys.maxsize, torch.int64),  # no limit per group
+            const(iou, torch.float32),
+            const(-0.5, torch.float32),  # keeps scores >= 0, drops the -1 of other groups
+        )
+
+
+def _onnx_batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, num_groups: int
 ) -> torch.Tensor:
-    """NMS within each group: boxes of different groups are moved `bound` apart (every
-    coordinate is in [0, bound), the clipped image), so that they never overlap."""
-    offsets = groups.to(boxes.dtype) * bound
-    return nms(boxes + offsets[:, None], scores, iou)
+    """torchvision's batched_nms in ONNX ops, both of its ways chosen as on CPU: one NMS per
+    group on the boxes as they are (NonMaxSuppression with the groups as its classes), or with
+    the boxes of group g moved by g * (largest coordinate + 1) when there are few. Both
+    NonMaxSuppressions are in the graph; the one not chosen gets no box (every score -1)."""
+    by_group = torch._shape_as_tensor(scores)[0] * 4 > _PER_GROUP_ABOVE
+    member = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]) & by_group
+    none = torch.full_like(scores, -1.0)
+    per_group = _NonMaxSuppression.apply(boxes, torch.where(member, scores, none), iou)
+    # the coordinate trick, with its offsets: in float32 they round the coordinates of the
+    # higher groups (to 1/128 px at 65536), which can decide an IoU close to the threshold
+    zero = torch.zeros(1, dtype=boxes.dtype, device=boxes.device)  # max() of no boxes
+    offset = groups.to(boxes.dtype) * (torch.cat((boxes.reshape(-1), zero)).max() + 1.0)
+    trick = _NonMaxSuppression.apply(
+        boxes + offset[:, None], torch.where(by_group, none, scores)[None], iou
+    )
+    kept = torch.cat((per_group[:, 2], trick[:, 2]))
+    # best first; ONNX's TopK puts equal scores in index order, as torchvision's nms does
+    # (its per-group way sorts without that guarantee: equal scores may come in another order)
+    kept = kept.topk(torch._shape_as_tensor(kept)[0], largest=False).values
+    return kept[scores[kept].topk(torch._shape_as_tensor(kept)[0]).indices]
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, num_groups: int
+) -> torch.Tensor:
+    """torchvision.ops.batched_nms (NMS within each group, kept indices best first) as the eager
+    model runs it, in a form the exporters keep: the scripted function for TorchScript (the
+    same result, equal scores in the same order), the same two ways in ONNX operators (the
+    same boxes; equal scores in index order). `num_groups` bounds the group ids (ONNX)."""
+    if torch.onnx.is_in_onnx_export():
+        return _onnx_batched_nms(boxes, scores, groups, iou, num_groups)
+    return _scripted_batched_nms()(boxes, scores, groups, iou)
 
 
 class DeployableDetector(nn.Module):
@@ -57,7 +137,9 @@ class DeployableDetector(nn.Module):
 
     Args:
         model: the detector (its modules are shared, not copied); put it on the fast path's
-            folded weights first if you want those (`prepare_for_inference(channels_last=False)`).
+            folded weights first if you want those (`prepare_for_inference`). Its memory format
+            is kept (`set_channels_last`): traced into TorchScript, the graph then runs the
+            eager model's kernels on the same numbers and gives its detections bit for bit.
         precision: "fp32", or "fp16": backbone, RPN head, box head and predictor in fp16,
             while box decoding, RoI pooling, NMS and scores stay in fp32 (as our autocast
             inference does). The model's weights are converted in place.
@@ -73,6 +155,8 @@ class DeployableDetector(nn.Module):
         self.rpn_head = model.rpn.head
         self.box_head = model.roi_heads.box_head
         self.predictor = model.roi_heads.predictor
+        self.num_labels = int(self.predictor.cls_score.out_features)  # K + 1, background 0
+        self.channels_last = bool(model.channels_last)
         if self.dtype != torch.float32:
             for module in (self.backbone, self.rpn_head, self.box_head, self.predictor):
                 module.to(self.dtype)
@@ -155,7 +239,6 @@ class DeployableDetector(nn.Module):
     ) -> torch.Tensor:
         """The RPN's proposals [P, 4] (xyxy, resized-image pixels), best first."""
         height, width = size[0].to(torch.float32), size[1].to(torch.float32)
-        bound = torch.maximum(height, width) + 1.0
         boxes, scores, levels = [], [], []
         for level, feature in enumerate(features):
             logits, deltas = self.rpn_head([feature])
@@ -175,7 +258,7 @@ class DeployableDetector(nn.Module):
         boxes = _clip(boxes, height, width)
         keep = remove_small_boxes(boxes, self.rpn_min_box_size)
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = _batched_nms(boxes, scores, levels, self.rpn_nms_thresh, bound)
+        keep = batched_nms(boxes, scores, levels, self.rpn_nms_thresh, self.num_levels)
         return boxes[keep[: self.post_nms_topk]]
 
     # -- RoI heads ------------------------------------------------------------------------------
@@ -205,10 +288,11 @@ class DeployableDetector(nn.Module):
             out = out.index_put((idx,), self._pool(feature, rois[idx], scale))
         return out
 
-    def detections(
+    def candidates(
         self, features: list[torch.Tensor], proposals: torch.Tensor, size: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Boxes (resized-image pixels), scores and labels after score threshold and NMS."""
+        """One (box, score, label) per proposal and class above the score threshold, before
+        NMS: boxes in resized-image pixels."""
         x = self.box_head(self.pool(features, proposals).to(self.dtype))
         logits, deltas = self.predictor(x)
         logits, deltas = logits.float(), deltas.float()
@@ -222,21 +306,36 @@ class DeployableDetector(nn.Module):
         keep = torch.where(scores > self.score_thresh)[0]
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = remove_small_boxes(boxes, 1e-2)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        bound = torch.maximum(height, width) + 1.0
-        keep = _batched_nms(boxes, scores, labels, self.nms_thresh, bound)
+        return boxes[keep], scores[keep], labels[keep]
+
+    def detections(
+        self, features: list[torch.Tensor], proposals: torch.Tensor, size: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Boxes (resized-image pixels), scores and labels after score threshold and NMS."""
+        boxes, scores, labels = self.candidates(features, proposals, size)
+        keep = batched_nms(boxes, scores, labels, self.nms_thresh, self.num_labels)
         keep = keep[: self.detections_per_image]
         return boxes[keep], scores[keep], labels[keep]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Detections of one image [3, H, W] (float RGB in [0, 1]) in its own pixels."""
+        return self.run(image, self.detections)
+
+    def all_candidates(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The candidates (see `candidates`) of one image in its own pixels, every one that
+        the per-class NMS and the detections cut choose from."""
+        boxes, scores, labels = self.run(image, self.candidates)
+        return {"boxes": boxes, "scores": scores, "labels": labels}
+
+    def run(self, image: torch.Tensor, head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`head(features, proposals, size)` on one image, its boxes in the image's pixels."""
         batch, size = self.preprocess(image.float())
         padded = torch._shape_as_tensor(batch)[2:]
+        if self.channels_last:  # as FasterRCNN.forward (ONNX has no memory formats)
+            batch = batch.contiguous(memory_format=torch.channels_last)
         features = self.backbone(batch.to(self.dtype))
         proposals = self.proposals([features[f] for f in self.rpn_features], padded, size)
-        boxes, scores, labels = self.detections(
-            [features[f] for f in self.roi_features], proposals, size
-        )
+        boxes, scores, labels = head([features[f] for f in self.roi_features], proposals, size)
         # back to the input image's pixels (rescale_boxes: float32 ratios)
         original = torch._shape_as_tensor(image)[1:].to(torch.float32)
         ratio = original / size.to(torch.float32)

@@ -18,7 +18,9 @@ import torch
 from ..engine.benchmark import synthetic_batch
 from ..engine.measure import p90
 from ..predictor import Predictor
-from .export import TOLERANCES, OnnxRunner, compare_detections, read_metadata
+from .check import TOLERANCES, compare_detections
+from .export import read_metadata
+from .runtime import OnnxRunner
 
 
 def _stats(times: list[float]) -> dict[str, float]:

@@ -67,3 +67,33 @@ def scene(index: int, crop=None) -> np.ndarray:
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.tensor(image).permute(2, 0, 1).float().div(255.0)
+
+
+# A detector with many candidates: 20 classes, 1500 proposals at 320 px, class scores x300 so
+# that nearly every proposal gives one candidate scoring exactly 1.0 in fp32 (a confident
+# detector saturates so): more than 1000 candidates, where torchvision's batched_nms runs one
+# NMS per class instead of its coordinate trick, and far more equal scores than the
+# detections cut keeps, whose order decides which ones stay
+DENSE = [
+    "model.backbone.weights=null",
+    "model.roi_heads.num_classes=20",
+    "input.min_size_test=320",
+    "input.max_size_test=427",
+    "model.rpn.pre_nms_topk_test=2000",
+    "model.rpn.post_nms_topk_test=1500",
+    "test.precision=fp32",
+    "model.backbone.name=resnet18",
+    "model.anchors.sizes=[[16], [32], [64], [128], [256]]",
+    "model.neck.out_channels=64",
+    "model.roi_heads.fc_dim=128",
+]
+DENSE_NAMES = [f"class{i}" for i in range(1, 21)]
+
+
+def dense_model():
+    cfg = load_config(ROOT / "configs/coco/faster_rcnn_R50_FPN_1x.yaml", DENSE)
+    torch.manual_seed(0)
+    model = build_model(cfg, load_weights=False, class_names=DENSE_NAMES).eval()
+    with torch.no_grad():
+        model.roi_heads.predictor.cls_score.weight.mul_(300.0)
+    return model
