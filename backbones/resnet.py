@@ -309,6 +309,25 @@ class ResNet(nn.Module):
                 outputs[stage] = x
         return outputs
 
+    def split_after(self, last: str) -> dict[str, nn.Module]:
+        """Remove the stages after `last` and return them by name.
+
+        The C4 detector uses this to move res5 (with its pretrained weights) into the RoI head.
+        """
+        keep = self.stage_names.index(last) + 1
+        removed = {}
+        for stage in self.stage_names[keep:]:
+            removed[stage] = getattr(self, stage)
+            delattr(self, stage)
+        self.stage_names = self.stage_names[:keep]
+        self.out_features = [f for f in self.out_features if f in self.stage_names] or [last]
+        channels = {"stem": self.stem.out_channels}
+        for stage in self.stage_names[1:]:
+            channels[stage] = getattr(self, stage)[-1].out_channels
+        self.out_channels = {f: channels[f] for f in self.out_features}
+        self.strides = {f: STAGE_STRIDES[f] for f in self.out_features}
+        return removed
+
 
 class ResNetClassifier(nn.Module):
     """The ImageNet classifier: ResNet, global average pool, fc."""
@@ -324,25 +343,3 @@ class ResNetClassifier(nn.Module):
         """Class logits [N, num_classes] of images [N, 3, H, W]."""
         x = self.avgpool(self.backbone(x)["res5"])
         return self.fc(torch.flatten(x, 1))
-
-
-def split_after(backbone: ResNet, last: str) -> dict[str, nn.Module]:
-    """Remove the stages after `last` from `backbone` and return them by name.
-
-    The C4 detector uses this to move res5 (with its pretrained weights) into the RoI head.
-    """
-    keep = backbone.stage_names.index(last) + 1
-    removed = {}
-    for stage in backbone.stage_names[keep:]:
-        removed[stage] = getattr(backbone, stage)
-        delattr(backbone, stage)
-    backbone.stage_names = backbone.stage_names[:keep]
-    backbone.out_features = [f for f in backbone.out_features if f in backbone.stage_names] or [
-        last
-    ]
-    channels = {"stem": backbone.stem.out_channels}
-    for stage in backbone.stage_names[1:]:
-        channels[stage] = getattr(backbone, stage)[-1].out_channels
-    backbone.out_channels = {f: channels[f] for f in backbone.out_features}
-    backbone.strides = {f: STAGE_STRIDES[f] for f in backbone.out_features}
-    return removed

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import make_norm
+from .norm import freeze, make_norm
 
 # torchvision's configuration "D": channels per conv, "M" = 2x2 max pool.
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -93,6 +93,15 @@ class VGG(nn.Module):
         return outputs
 
 
+def freeze_stages(vgg: VGG, num_stages: int) -> None:
+    """Freeze conv1..conv<num_stages>: gradients off, BatchNorm made FrozenBatchNorm2d."""
+    if num_stages <= 0:
+        return
+    end = vgg.stage_ends[VGG_STAGES[num_stages - 1]]
+    for i in range(end + 1):
+        vgg.features[i] = freeze(vgg.features[i])
+
+
 class VGGHead(nn.Module):
     """fc6 and fc7 (4096-d each, ReLU + dropout): the per-region layers of the VGG-16 detector."""
 
@@ -120,6 +129,7 @@ class VGGClassifier(nn.Module):
         self.pool5 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.head = VGGHead()
+        self.head.arch_name = name  # the network a weights name means for the head alone
         self.fc8 = nn.Linear(4096, num_classes)
         init_weights(self.head)
         init_weights(self.fc8)

@@ -1,4 +1,9 @@
-"""Importing torchvision (and our own) checkpoints into backbones and classifiers."""
+"""Importing torchvision (and our own) checkpoints into backbones and classifiers.
+
+A source is a path to a state dict, or the name of one of the network's ImageNet weights in the
+registry (torchvision's URLs: downloaded once into torch hub's cache, the hash in the file name
+checked; a file already in the cache is used as it is).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .resnet import ResNet, ResNetClassifier
-from .vgg import VGG, VGGClassifier, VGGHead
+from .registry import get_backbone
+from .vgg import VGGHead
 
 _TV_VGG_CLASSIFIER = {"0": "head.fc6", "3": "head.fc7", "6": "fc8"}
 
@@ -75,12 +80,13 @@ def to_classifier_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
 
 def _module_prefix(module: nn.Module) -> str:
     """Where `module` sits in the classifier layout."""
-    if isinstance(module, ResNetClassifier | VGGClassifier):
-        return ""
-    if isinstance(module, ResNet | VGG):
-        return "backbone."
     if isinstance(module, VGGHead):
         return "head."
+    arch = getattr(module, "arch_name", None)
+    if arch is not None and isinstance(getattr(module, "backbone", None), nn.Module):
+        return ""  # a classifier: backbone.*, its head and fc
+    if arch is not None and get_backbone(arch, classifier=True).build is not None:
+        return "backbone."
     raise TypeError(
         f"load_pretrained expects a module from build_backbone/build_classifier or a VGGHead, "
         f"got {type(module).__name__}"
@@ -109,25 +115,29 @@ def _read_source(module: nn.Module, source: str | os.PathLike) -> dict[str, torc
 
 
 def _torchvision_weights(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """Download (or take from the torch hub cache) torchvision's weights `name` for this arch."""
-    import torchvision
-
+    """The registered ImageNet weights `name` of this module's network: from torch hub's cache,
+    downloaded there first if need be."""
     arch = getattr(module, "arch_name", None)
     if arch is None:
-        raise ValueError(f"cannot tell which torchvision weights {name!r} means for this module")
-    enum = torchvision.models.get_model_weights(arch)
-    choice = name.split(".")[-1]
-    if choice not in enum.__members__:
+        raise ValueError(f"cannot tell which network's weights {name!r} means for this module")
+    weights = get_backbone(arch, classifier=True).weights
+    choice = name.split(".")[-1]  # ResNet50_Weights.IMAGENET1K_V2 as torchvision spells it
+    if choice not in weights:
         raise ValueError(
-            f"{arch} has no torchvision weights {name!r}; available: "
-            f"{', '.join(enum.__members__)} (or give a path to a .pth file)"
+            f"{arch} has no weights {name!r}; available: {', '.join(weights) or 'none'} (or give "
+            "a path to a .pth file)"
         )
+    url = weights[choice]
     try:
-        return enum[choice].get_state_dict(progress=True)
+        return torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=True, check_hash=True, weights_only=True
+        )
     except Exception as e:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise RuntimeError(
-            f"could not download torchvision weights {enum.__name__}.{choice} ({e}). Without "
-            f"network, download {enum[choice].url} elsewhere and pass the local path."
+            f"could not download the {arch} weights {choice} ({type(e).__name__}: {e}). Without "
+            f"network, download {url} elsewhere and pass the local path, or put the file in "
+            f"{cache}."
         ) from e
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from backbones import get_backbone
+
 from ..config import Config, ConfigError, config_from_dict, load_config, to_dict
 from ..evaluation.compare import METRIC_FIELDS, Entry, comparison_rows, load_entry
 from ..utils.io import write_text
@@ -184,8 +186,9 @@ def model_label(cfg: Config) -> str:
 
     b = cfg.model.backbone
     label = display_name(to_dict(cfg), b.name)
-    if b.name.startswith("resnet") and b.shortcut != "none":
-        label = label.replace(f"ResNet-{b.name[6:]}", f"ResNet-{b.name[6:]} {b.shortcut}", 1)
+    spec = get_backbone(b.name)
+    if "shortcut" in spec.options and b.shortcut != "none":  # the ResNets of Table 3
+        label = label.replace(spec.label, f"{spec.label} {b.shortcut}", 1)
     return label
 
 

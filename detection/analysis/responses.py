@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from backbones import build_backbone, load_pretrained
-from backbones.resnet import RESNET_SPECS, ResNet
+from backbones import build_backbone, get_backbone, list_backbones, load_pretrained
+from backbones.resnet import ResNet
 
 from ..utils.figures import save_figure
 
@@ -155,13 +155,12 @@ def response_layers(stages: Sequence[tuple[str, nn.Module]]) -> list[ResponseLay
 
 
 def describe_resnet(name: str, shortcut: str) -> str:
-    """The paper's name of a ResNet: resnet34 + "A" -> "ResNet-34 A", shortcut none -> plain-34."""
-    depth = name.removeprefix("resnet")
-    return f"plain-{depth}" if shortcut == "none" else f"ResNet-{depth} {shortcut}"
-
-
-def _resnet_stages(resnet: ResNet) -> list[tuple[str, nn.Module]]:
-    return [(s, getattr(resnet, s)) for s in resnet.stage_names]
+    """The paper's name of a ResNet: resnet34 + "A" -> "ResNet-34 A", shortcut none -> plain-34
+    (the registry's label: "ResNeXt-50 32x4d B", "plain ResNeXt-50 32x4d")."""
+    label = get_backbone(name).label
+    if shortcut != "none":
+        return f"{label} {shortcut}"
+    return f"plain-{label[7:]}" if label.startswith("ResNet-") else f"plain {label}"
 
 
 def seeded_init(module: nn.Module, seed: int) -> None:
@@ -184,11 +183,12 @@ def backbone_model(
     label: str | None = None,
 ) -> AnalysisModel:
     """A ResNet backbone up to res5, random (seeded) or with ImageNet weights, in eval mode."""
-    if name not in RESNET_SPECS:
+    valid = [n for n in list_backbones() if "shortcut" in get_backbone(n).options]  # ResNets
+    if name not in valid:
         raise ValueError(
-            f"layer responses are defined for ResNets ({', '.join(RESNET_SPECS)}), not {name!r}"
+            f"layer responses are defined for ResNets ({', '.join(valid)}), not {name!r}"
         )
-    backbone = build_backbone(name, out_features=["res5"], shortcut=shortcut, norm=norm)
+    backbone = build_backbone(name, shortcut=shortcut, norm=norm)  # up to its last stage, res5
     seeded_init(backbone, seed)
     note = f"seed {seed}"
     if weights is not None:
@@ -200,7 +200,7 @@ def backbone_model(
     backbone.eval()
     return AnalysisModel(
         label or describe_resnet(name, shortcut),
-        _resnet_stages(backbone),
+        [(s, getattr(backbone, s)) for s in backbone.stage_names],
         note=note,
         module=backbone,
     )
@@ -222,7 +222,7 @@ def checkpoint_model(
             f"{checkpoint}: its backbone is {b.name}; layer responses are defined for ResNet "
             "backbones (the 3x3 layers of residual blocks)"
         )
-    stages = _resnet_stages(resnet)
+    stages = [(s, getattr(resnet, s)) for s in resnet.stage_names]
     note = "backbone " + ",".join(resnet.stage_names)
     res5 = getattr(model.roi_heads.box_head, "res5", None)
     if res5 is not None and "res5" not in resnet.stage_names:
@@ -340,8 +340,7 @@ def measure_responses(
     for i, (layer, m) in enumerate(zip(layers, moments, strict=True), 1):
         stats = (layer.name, layer.stage, layer.channels, m.std, m.mean, m.count)
         result.layers.append(LayerResponse(model.label, i, *stats))
-    order = sorted(result.layers, key=lambda r: -r.std)
-    for rank, r in enumerate(order, 1):
+    for rank, r in enumerate(sorted(result.layers, key=lambda r: -r.std), 1):
         r.rank = rank
     return result
 

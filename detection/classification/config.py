@@ -14,8 +14,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from backbones import list_classifiers
-from backbones.cifar import CIFAR_SPECS
+from backbones import get_backbone, list_classifiers
 from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
 
@@ -218,10 +217,10 @@ def validate(cfg: ClassifierConfig) -> None:
         raise ConfigError("data.num_workers must be >= 0 and test.ims_per_batch > 0")
     if m.num_classes is not None and m.num_classes < 2:
         raise ConfigError(f"model.num_classes must be at least 2 (or null), got {m.num_classes}")
-    if m.weights and m.name in CIFAR_SPECS:
+    if m.weights and get_backbone(m.name, classifier=True).build is None:
         raise ConfigError(
-            f"model.weights initialises the ImageNet ResNets and VGG-16; {m.name} has no "
-            "pretrained weights to load: set model.weights to null"
+            f"model.weights initialises a backbone (the ImageNet ResNets, VGG-16, ...); {m.name} "
+            "is a classifier only, with no pretrained weights to load: set model.weights to null"
         )
 
 

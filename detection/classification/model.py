@@ -7,8 +7,7 @@ import logging
 import torch
 from torch import nn
 
-from backbones import build_backbone, build_classifier, load_pretrained
-from backbones.cifar import CIFAR_SPECS
+from backbones import build_classifier, load_pretrained
 
 from ..config.loader import ConfigError
 from .config import ClassifierConfig
@@ -16,43 +15,20 @@ from .config import ClassifierConfig
 logger = logging.getLogger(__name__)
 
 
-class PooledClassifier(nn.Module):
-    """A backbone, global average pooling and one fc: model.head=pool_fc for VGG-16.
-
-    Its keys (backbone.*, fc.*) are the classifier layout load_pretrained reads, so its
-    backbone transfers to a detector as any other classifier's does.
-    """
-
-    def __init__(self, name: str, num_classes: int, *, norm: str = "BN") -> None:
-        super().__init__()
-        self.arch_name = name
-        self.backbone = build_backbone(name, norm=norm)
-        (feature,) = self.backbone.out_features
-        self.feature = feature
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.backbone.out_channels[feature], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits [N, num_classes] of images [N, 3, H, W]."""
-        x = self.avgpool(self.backbone(x)[self.feature])
-        return self.fc(torch.flatten(x, 1))
-
-
 def build_model(cfg: ClassifierConfig, num_classes: int) -> nn.Module:
     """The classifier of cfg.model with `num_classes` outputs, initialised from model.weights
-    (every layer but the last fc) when it names weights."""
+    (every layer but the last fc) when it names weights. model.head=pool_fc puts global average
+    pooling and one fc on the backbone (VGG-16's light head; what the ResNets have anyway)."""
     m = cfg.model
     try:
-        if m.head == "pool_fc" and m.name.startswith("vgg"):
-            model = PooledClassifier(m.name, num_classes, norm=m.norm)
-        else:
-            model = build_classifier(
-                m.name,
-                num_classes,
-                shortcut=m.shortcut,
-                norm=m.norm,
-                zero_init_residual=m.zero_init_residual,
-            )
+        model = build_classifier(
+            m.name,
+            num_classes,
+            shortcut=m.shortcut,
+            norm=m.norm,
+            zero_init_residual=m.zero_init_residual,
+            pooled=m.head == "pool_fc",
+        )
     except ValueError as e:
         raise ConfigError(f"model ({m.name}): {e}") from None
     if m.weights:
@@ -63,7 +39,7 @@ def build_model(cfg: ClassifierConfig, num_classes: int) -> nn.Module:
 def _load_start(model: nn.Module, weights: str) -> None:
     """Pretrained backbone (and VGG's fc6/fc7); the last fc keeps its initialisation, since the
     classes of the new task are others."""
-    if model.arch_name in CIFAR_SPECS:  # validated before; a guard for direct callers
+    if not hasattr(model, "backbone"):  # validated before; a guard for direct callers
         raise ConfigError(f"{model.arch_name} cannot load model.weights")
     reports = [load_pretrained(model.backbone, weights)]
     head = getattr(model, "head", None)

@@ -1,8 +1,9 @@
 """build_model(cfg) and load_model(checkpoint): the detector from a config.
 
-Each detector design has its own builder (`fpn_parts`, `vgg16_parts`, `resnet_c4_parts`)
-that returns the design-specific `DetectorParts`; `build_model` picks the builder and adds the
-RPN, the RoI heads and the meta-architecture, which every design shares.
+Each detector design has its own builder (`fpn_parts`, `single_map_parts`) that asks the
+backbone registry what the backbone offers and returns the design-specific `DetectorParts`;
+`build_model` picks the builder and adds the RPN, the RoI heads and the meta-architecture, which
+every design shares.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backbones import build_backbone, load_pretrained
+from backbones import BackboneSpec, build_backbone, get_backbone, load_pretrained
 from backbones.fpn import FPN
-from backbones.resnet import ResNet, split_after
 
 from ..config import Config, ConfigError, config_from_dict, load_config
 from ..utils.checkpoint import read_checkpoint
@@ -53,41 +53,61 @@ class DetectorParts:
 
 def _check_architecture(cfg: Config) -> None:
     m = cfg.model
-    is_vgg = m.backbone.name.startswith("vgg")
-    if m.neck.name == "fpn" and m.roi_heads.box_head == "vgg_fc":
+    spec = get_backbone(m.backbone.name)
+    fpn, head = m.neck.name == "fpn", m.roi_heads.box_head
+    if fpn and head == "vgg_fc":
         raise ConfigError(
             "model.roi_heads.box_head=vgg_fc pools 512-channel conv5_3 features: it needs "
             "model.neck.name=none (use 2fc with an FPN)"
         )
-    if m.roi_heads.box_head == "res5" and (is_vgg or m.neck.name == "fpn"):
+    if head == "res5" and (spec.c4_head is None or fpn):
         raise ConfigError(
             "model.roi_heads.box_head=res5 is the ResNet C4 design: it needs a ResNet backbone "
-            "and model.neck.name=none (use 2fc with FPN, vgg_fc with VGG-16)"
+            f"(a stage to run per region; {spec.name} has {spec.c4_head or 'none'}) and "
+            "model.neck.name=none (use 2fc with FPN, vgg_fc with VGG-16)"
         )
-    if m.roi_heads.box_head == "vgg_fc" and not is_vgg:
+    if head == "vgg_fc" and not spec.fc_head:
         raise ConfigError("model.roi_heads.box_head=vgg_fc needs a VGG-16 backbone")
-    levels = 5 if m.neck.name == "fpn" else 1
-    if len(m.anchors.sizes) != levels:
+    if fpn and not spec.fpn_inputs:
+        raise ConfigError(f"{spec.name} has no FPN inputs registered: use model.neck.name=none")
+    if not fpn and spec.c4_feature is None:
         raise ConfigError(
-            f"model.anchors.sizes has {len(m.anchors.sizes)} level(s) but the model has "
-            f"{levels} RPN level(s) ({'P2..P6' if levels == 5 else 'one map at stride 16'}); "
-            "give one list of sizes per level, e.g. "
-            + ("[[32], [64], [128], [256], [512]]" if levels == 5 else "[[32, 64, 128, 256, 512]]")
+            f"{spec.name} has no single feature map registered for a detector without FPN "
+            "(c4_feature): use model.neck.name=fpn"
+        )
+    _check_anchor_levels(cfg, spec)
+
+
+def _check_anchor_levels(cfg: Config, spec: BackboneSpec) -> None:
+    """One list of anchor sizes per RPN level: the FPN's inputs and its extra level, or one."""
+    sizes = cfg.model.anchors.sizes
+    if cfg.model.neck.name != "fpn":
+        levels, where = 1, f"one map at stride {spec.features[spec.c4_feature][0]}"
+    else:
+        strides = [spec.features[f][0] for f in spec.fpn_inputs]
+        levels = len(strides) + 1
+        first, last = strides[0].bit_length() - 1, strides[-1].bit_length()
+        where = f"P{first}..P{last}"
+    if len(sizes) != levels:
+        example = [[32 * 2**i] for i in range(levels)] if levels > 1 else [[32, 64, 128, 256, 512]]
+        raise ConfigError(
+            f"model.anchors.sizes has {len(sizes)} level(s) but the model has {levels} RPN "
+            f"level(s) ({where}); give one list of sizes per level, e.g. "
+            + str(example).replace(" ", "").replace(",", ", ")
         )
 
 
 def _backbone_options(cfg: Config) -> dict:
-    """build_backbone's keyword options from `model.backbone` (VGG takes no stride_in_1x1)."""
+    """build_backbone's keyword options from `model.backbone` (it refuses one the network does
+    not take, unless left at its default)."""
     b = cfg.model.backbone
-    opts = dict(
+    return dict(
         shortcut=b.shortcut,
         freeze_at=b.freeze_at,
         norm=b.norm,
+        stride_in_1x1=b.stride_in_1x1,
         zero_init_residual=b.zero_init_residual,
     )
-    if not b.name.startswith("vgg"):
-        opts["stride_in_1x1"] = b.stride_in_1x1
-    return opts
 
 
 def _load_pretrained(module: nn.Module, weights: str, what: str) -> None:
@@ -96,21 +116,12 @@ def _load_pretrained(module: nn.Module, weights: str, what: str) -> None:
     logger.info("model.backbone.weights into %s: %s", what, report)
 
 
-# An FPN's inputs, strides 4..32 (P2..P5): ResNet's stages; VGG-16's conv3_3, conv4_3, conv5_3
-# and pool5 (VGG has no stride-32 stage of its own).
-FPN_INPUTS = {
-    "resnet": ["res2", "res3", "res4", "res5"],
-    "vgg": ["conv3", "conv4", "conv5", "pool5"],
-}
-
-
 def fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
-    """A ResNet's res2..res5 or VGG-16's conv3..pool5 under an FPN: the RPN on P2..P6, RoIs
-    pooled from P2..P5."""
-    in_features = FPN_INPUTS["vgg" if cfg.model.backbone.name.startswith("vgg") else "resnet"]
-    bottom_up = build_backbone(
-        cfg.model.backbone.name, out_features=in_features, **_backbone_options(cfg)
-    )
+    """The backbone's FPN inputs (a ResNet's res2..res5, VGG-16's conv3..pool5) under an FPN:
+    the RPN on every level (P2..P6), RoIs pooled from all but the extra one (P2..P5)."""
+    name = cfg.model.backbone.name
+    in_features = list(get_backbone(name).fpn_inputs)
+    bottom_up = build_backbone(name, out_features=in_features, **_backbone_options(cfg))
     if weights:
         _load_pretrained(bottom_up, weights, "the backbone")
     backbone = FPN(bottom_up, in_features, cfg.model.neck.out_channels)
@@ -123,46 +134,41 @@ def fpn_parts(cfg: Config, weights: str | None) -> DetectorParts:
     )
 
 
-def vgg16_parts(cfg: Config, weights: str | None) -> DetectorParts:
-    """VGG-16 conv5_3 for the RPN and the RoIs; fc6/fc7 as the box head with `vgg_fc`."""
-    r = cfg.model.roi_heads
-    backbone = build_backbone(
-        cfg.model.backbone.name, out_features=["conv5"], **_backbone_options(cfg)
-    )
+def single_map_parts(cfg: Config, weights: str | None) -> DetectorParts:
+    """One map for the RPN and the RoIs, the backbone's c4_feature: the ResNet paper's C4 design
+    (conv1..res4 shared, res5 per region with `res5`), VGG-16's conv5_3 (fc6/fc7 per region with
+    `vgg_fc`), or any backbone with two fc layers per region (`2fc`).
+
+    A ResNet's res5 is built with the backbone (so ImageNet weights reach it) and moved into the
+    box head with `res5`; with `2fc` it is discarded.
+    """
+    name, r = cfg.model.backbone.name, cfg.model.roi_heads
+    spec = get_backbone(name)
+    feature = spec.c4_feature
+    last = spec.c4_head or feature
+    backbone = build_backbone(name, out_features=[last], **_backbone_options(cfg))
     box_head = None
     if r.box_head == "vgg_fc":
-        box_head = VGGBoxHead(backbone.out_channels["conv5"], r.pooler_resolution)
+        box_head = VGGBoxHead(backbone.out_channels[feature], r.pooler_resolution)
+        box_head.arch_name = name  # which network's classifier a weights name means
         if weights:
             _load_pretrained(box_head, weights, "the box head (fc6/fc7)")
     if weights:
-        _load_pretrained(backbone, weights, "the backbone")
-    return DetectorParts(backbone, ["conv5"], ["conv5"], size_divisibility=16, box_head=box_head)
-
-
-def resnet_c4_parts(cfg: Config, weights: str | None) -> DetectorParts:
-    """The ResNet paper's design: conv1..res4 shared by the RPN and the detector, res5 per region.
-
-    res5 is built with the backbone (so ImageNet weights reach it) and moved into the box head
-    with `res5`; with `2fc` it is discarded.
-    """
-    backbone = build_backbone(
-        cfg.model.backbone.name, out_features=["res5"], **_backbone_options(cfg)
+        what = f"the backbone ({spec.c4_head} included)" if spec.c4_head else "the backbone"
+        _load_pretrained(backbone, weights, what)
+    if spec.c4_head:
+        per_region = backbone.split_after(feature)[spec.c4_head]
+        if r.box_head == "res5":
+            box_head = Res5Head(per_region)
+    stride = spec.features[feature][0]
+    return DetectorParts(
+        backbone, [feature], [feature], size_divisibility=stride, box_head=box_head
     )
-    if weights:
-        _load_pretrained(backbone, weights, "the backbone (res5 included)")
-    assert isinstance(backbone, ResNet)
-    res5 = split_after(backbone, "res4")["res5"]
-    box_head = Res5Head(res5) if cfg.model.roi_heads.box_head == "res5" else None
-    return DetectorParts(backbone, ["res4"], ["res4"], size_divisibility=16, box_head=box_head)
 
 
 def design_builder(cfg: Config) -> Callable[[Config, str | None], DetectorParts]:
-    """The parts builder of the design `cfg.model` names: FPN, VGG-16 or C4."""
-    if cfg.model.neck.name == "fpn":
-        return fpn_parts
-    if cfg.model.backbone.name.startswith("vgg"):
-        return vgg16_parts
-    return resnet_c4_parts
+    """The parts builder of the design `cfg.model` names: FPN, or one map (C4, VGG-16)."""
+    return fpn_parts if cfg.model.neck.name == "fpn" else single_map_parts
 
 
 def build_rpn(cfg: Config, parts: DetectorParts) -> RPN:

@@ -4,7 +4,13 @@ import pytest
 import torch
 import torchvision
 
-from backbones import build_backbone, build_classifier, load_pretrained
+from backbones import (
+    build_backbone,
+    build_classifier,
+    get_backbone,
+    list_classifiers,
+    load_pretrained,
+)
 from backbones.vgg import VGGHead
 
 
@@ -70,3 +76,14 @@ def test_pickle_payload_is_not_executed(tmp_path):
     with pytest.raises(ValueError, match="weights_only=True"):
         load_pretrained(build_backbone("resnet18"), path)
     assert not marker.exists()
+
+
+def test_registered_weight_urls_are_torchvisions():
+    """The registry's ImageNet weights by name are torchvision's, URL (and hash prefix) alike."""
+    for name in list_classifiers():
+        weights = get_backbone(name, classifier=True).weights
+        if not hasattr(torchvision.models, name):
+            assert not weights, name  # the CIFAR nets have none
+            continue
+        enum = torchvision.models.get_model_weights(name)
+        assert weights == {k: v.url for k, v in enum.__members__.items()}, name
