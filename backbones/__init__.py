@@ -1,5 +1,5 @@
-"""Feature extractors: ResNet-18/34/50/101/152 (shortcut options A/B/C, plain) and VGG-16; the
-CIFAR-10 ResNet-20/32/44/56/110 and their plain twins as classifiers;
+"""Feature extractors: ResNet-18/34/50/101/152 (shortcut options A/B/C, plain), ResNeXt, Wide
+ResNet and VGG-16; the CIFAR-10 ResNet-20/32/44/56/110 and their plain twins as classifiers;
 any network a user registers (`register_backbone`). One table, backbones.registry, says what
 each one offers.
 

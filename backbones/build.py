@@ -1,7 +1,7 @@
 """Building backbones and classifiers by name, from the registry's entries.
 
-Detection backbones (`list_backbones`) are the feature extractors: the ImageNet ResNets, VGG-16
-and any registered with `register_backbone`; classifiers
+Detection backbones (`list_backbones`) are the feature extractors: the ImageNet ResNets, ResNeXt,
+Wide ResNet, VGG-16 and any registered with `register_backbone`; classifiers
 (`list_classifiers`) are those plus the CIFAR-10 ResNets, which only classify 32x32 images.
 """
 

@@ -4,8 +4,8 @@ Each entry declares what the rest of the code asks of a network without building
 maps (name -> stride, channels), the stages `freeze_at` counts, the map a detector without FPN
 reads and the stage it runs per region, the maps an FPN reads, the norms and options it takes,
 and its ImageNet weights by name. The families shipped (ResNet with the paper's shortcut options
-and plain nets, VGG-16, the CIFAR ResNets) are declared at the end of this file. A user adds
-their own from any module:
+and plain nets, VGG-16, the CIFAR ResNets, ResNeXt, Wide ResNet) are declared at the end of this
+file. A user adds their own from any module (see docs/backbones.md):
 
     @register_backbone("tiny", features={"c3": (8, 64), "c4": (16, 128), ...}, c4_feature="c4")
     def tiny(out_features, norm):
@@ -238,13 +238,27 @@ _RESNETS = {
     "resnet101": ("ResNet-101", ["resnet101-63fe2227.pth", "resnet101-cd907fc2.pth"]),
     "resnet152": ("ResNet-152", ["resnet152-394f9c45.pth", "resnet152-f82ba261.pth"]),
 }
+_RESNET_SUCCESSORS = {
+    "resnext50_32x4d": (
+        "ResNeXt-50 32x4d",
+        ["resnext50_32x4d-7cdf4587.pth", "resnext50_32x4d-1a0047aa.pth"],
+    ),
+    "resnext101_32x8d": (
+        "ResNeXt-101 32x8d",
+        ["resnext101_32x8d-8ba56ff5.pth", "resnext101_32x8d-110c445d.pth"],
+    ),
+    "wide_resnet50_2": (
+        "Wide ResNet-50-2",
+        ["wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-9ba9bcbe.pth"],
+    ),
+}
 
 
 def _register_resnets(table: dict[str, tuple[str, list[str]]]) -> None:
-    """ResNets: stem + res2..res5; C4 reads res4 and runs res5 per
+    """ResNets (and their successors): stem + res2..res5; C4 reads res4 and runs res5 per
     region; the FPN reads res2..res5; shortcut options A/B/C and plain nets."""
     for name, (label, files) in table.items():
-        expansion = 1 if RESNET_SPECS[name][0] == "basic" else 4
+        expansion = 1 if RESNET_SPECS[name].block == "basic" else 4
         channels = [64] + [64 * 2**i * expansion for i in range(4)]
         _add(
             BackboneSpec(
@@ -304,3 +318,4 @@ def _register_cifar() -> None:
 _register_resnets(_RESNETS)
 _register_vgg()
 _register_cifar()
+_register_resnets(_RESNET_SUCCESSORS)

@@ -1,4 +1,5 @@
-"""ResNet-18/34/50/101/152 after He et al. (2016), with the paper's shortcut options and plain nets.
+"""ResNet-18/34/50/101/152 after He et al. (2016), with the paper's shortcut options and plain nets;
+ResNeXt (Xie et al. 2017) and Wide ResNet (Zagoruyko & Komodakis 2016) as torchvision builds them.
 
 Block internals use torchvision's parameter names (conv1, bn1, ..., downsample.0/1) so that
 ImageNet checkpoints map onto these modules by renaming stages only (see weights.py).
@@ -7,6 +8,7 @@ ImageNet checkpoints map onto these modules by renaming stages only (see weights
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,13 +20,27 @@ SHORTCUTS = ("A", "B", "C", "none")
 STAGES = ("stem", "res2", "res3", "res4", "res5")
 STAGE_STRIDES = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
-# name -> (block type, blocks per stage res2..res5)
-RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet34": ("basic", (3, 4, 6, 3)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),
-    "resnet152": ("bottleneck", (3, 8, 36, 3)),
+
+class ResNetSpec(NamedTuple):
+    """One ResNet's layout: block type, blocks per stage res2..res5, and the grouped 3x3 of a
+    bottleneck (ResNeXt: `groups` groups of `width_per_group` channels; Wide ResNet: one group,
+    twice torchvision's 64 channels per group)."""
+
+    block: str
+    depths: tuple[int, int, int, int]
+    groups: int = 1
+    width_per_group: int = 64
+
+
+RESNET_SPECS: dict[str, ResNetSpec] = {
+    "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
+    "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
+    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
+    "resnext50_32x4d": ResNetSpec("bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": ResNetSpec("bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8),
+    "wide_resnet50_2": ResNetSpec("bottleneck", (3, 4, 6, 3), width_per_group=128),
 }
 
 
@@ -134,16 +150,19 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152).
+    """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152, ResNeXt, Wide ResNet).
 
     Args:
         in_channels: channels of the input [N, in_channels, H, W].
-        channels: width of the 1x1 reduce and the 3x3; the output [N, 4 * channels, H/s, W/s].
+        channels: the output has 4 * channels [N, 4 * channels, H/s, W/s]; the 1x1 reduce and the
+            3x3 have channels * width_per_group / 64 * groups (= channels for ResNet-50).
         stride: s, the spatial subsampling of the block.
         shortcut: "A", "B", "C" or "none" (see make_shortcut).
         norm: "BN", "FrozenBN" or "GN".
         stride_in_1x1: the stride on the first 1x1 (MSRA/Caffe models) instead of the 3x3
             (torchvision).
+        groups: groups of the 3x3 convolution (ResNeXt's cardinality).
+        width_per_group: channels per group of the 3x3 at channels = 64 (torchvision's naming).
     """
 
     expansion = 4
@@ -157,16 +176,19 @@ class Bottleneck(ResidualBlock):
         shortcut: str = "B",
         norm: str = "BN",
         stride_in_1x1: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
         out_channels = channels * self.expansion
+        width = int(channels * (width_per_group / 64.0)) * groups
         # The original MSRA/Caffe models put the stride on the first 1x1; torchvision on the 3x3.
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = nn.Conv2d(in_channels, channels, 1, stride=s1, bias=False)
-        self.bn1 = make_norm(norm, channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride=s3, padding=1, bias=False)
-        self.bn2 = make_norm(norm, channels)
-        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=s1, bias=False)
+        self.bn1 = make_norm(norm, width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=s3, padding=1, groups=groups, bias=False)
+        self.bn2 = make_norm(norm, width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = make_norm(norm, out_channels)
         self._add_shortcut(shortcut, in_channels, out_channels, stride, norm)
 
@@ -204,19 +226,25 @@ def make_stage(
     shortcut: str = "B",
     norm: str = "BN",
     stride_in_1x1: bool = False,
+    groups: int = 1,
+    width_per_group: int = 64,
 ) -> nn.Sequential:
     """One ResNet stage: `num_blocks` blocks ("basic" or "bottleneck"), the first with `stride`.
 
-    `stride_in_1x1` applies to bottleneck blocks; basic blocks have no 1x1 convolution, and
-    asking for it with them is an error.
+    `stride_in_1x1`, `groups` and `width_per_group` apply to bottleneck blocks; basic blocks
+    have no 1x1 convolution, and asking for it with them is an error.
     """
     if block == "basic" and stride_in_1x1:
         raise ValueError(
             "stride_in_1x1=True moves a bottleneck's stride to its first 1x1 convolution; basic "
             "blocks (ResNet-18/34) have none: leave stride_in_1x1 false"
         )
+    if block == "basic" and (groups, width_per_group) != (1, 64):
+        raise ValueError("grouped and widened 3x3 convolutions are bottleneck options")
     cls = BasicBlock if block == "basic" else Bottleneck
-    options = {"stride_in_1x1": stride_in_1x1} if cls is Bottleneck else {}
+    options = {}
+    if cls is Bottleneck:
+        options = dict(stride_in_1x1=stride_in_1x1, groups=groups, width_per_group=width_per_group)
     blocks = []
     for i in range(num_blocks):
         block_stride = stride if i == 0 else 1
@@ -269,7 +297,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        block, depths = RESNET_SPECS[name]
+        spec = RESNET_SPECS[name]
         out_features = list(out_features) if out_features else ["res5"]
         last = max(STAGES.index(f) for f in out_features)
         self.arch_name = name
@@ -282,14 +310,16 @@ class ResNet(nn.Module):
             width = 64 * 2**i
             stride = 1 if i == 0 else 2
             layer = make_stage(
-                block,
-                depths[i],
+                spec.block,
+                spec.depths[i],
                 in_channels,
                 width,
                 stride,
                 shortcut=shortcut,
                 norm=norm,
                 stride_in_1x1=stride_in_1x1,
+                groups=spec.groups,
+                width_per_group=spec.width_per_group,
             )
             self.add_module(stage, layer)
             in_channels = layer[-1].out_channels

@@ -27,6 +27,9 @@ def test_list_backbones():
         "resnet152",
         "vgg16",
         "vgg16_bn",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "wide_resnet50_2",
     ]
 
 

@@ -115,3 +115,29 @@ def test_vgg_conv5_equals_torchvision_features(tv_checkpoints):
     with torch.no_grad():
         ref = theirs.features[:-1](x)  # everything but pool5
         torch.testing.assert_close(backbone.eval()(x)["conv5"], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "wide_resnet50_2"])
+def test_resnext_and_wide_resnet_features_equal_torchvision(name, tv_checkpoints):
+    """Every stage of the registered successors equals torchvision's layers on equal weights."""
+    stages = ["stem", "res2", "res3", "res4", "res5"]
+    backbone = build_backbone(name, out_features=stages)
+    report = load_pretrained(backbone, tv_checkpoints[name])
+    assert not report.missing and not report.unexpected
+    theirs = tv_model(name, tv_checkpoints[name])
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref = [theirs.maxpool(theirs.relu(theirs.bn1(theirs.conv1(x))))]
+        for layer in (theirs.layer1, theirs.layer2, theirs.layer3, theirs.layer4):
+            ref.append(layer(ref[-1]))
+        out = backbone.eval()(x)
+    assert list(out) == stages
+    for stage, expected in zip(stages, ref, strict=True):
+        assert backbone.out_channels[stage] == expected.shape[1]
+        torch.testing.assert_close(out[stage], expected, atol=1e-5, rtol=1e-5, msg=stage)
+    # the grouped / widened 3x3 is where these differ from ResNet-50
+    conv = backbone.res3[0].conv2
+    assert (conv.groups, conv.out_channels) == {
+        "resnext50_32x4d": (32, 256),
+        "wide_resnet50_2": (1, 256),
+    }[name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -17,6 +19,7 @@ from backbones import (
     registry,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 BUILT_IN = list_backbones()
 
 
@@ -104,6 +107,27 @@ def test_a_module_that_contradicts_its_declaration_is_refused(restore_registry):
     # no classifier of its own: global average pooling and one fc on the last stage
     logits = build_classifier("flat_net", num_classes=3)(torch.randn(2, 3, 8, 8))
     assert logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "config, name",
+    [
+        ("faster_rcnn_X50_32x4d_FPN_1x.yaml", "resnext50_32x4d"),
+        ("faster_rcnn_X101_32x8d_FPN_1x.yaml", "resnext101_32x8d"),
+        ("faster_rcnn_WR50_2_FPN_1x.yaml", "wide_resnet50_2"),
+    ],
+)
+def test_successor_coco_configs_build_their_backbone(config, name):
+    from detection.config import load_config
+    from detection.modeling import build_model
+
+    cfg = load_config(ROOT / "configs/coco" / config)
+    assert cfg.model.backbone.weights in get_backbone(name).weights
+    model = build_model(cfg, load_weights=False)
+    bottom_up = model.backbone.bottom_up
+    assert bottom_up.arch_name == name and list(bottom_up.out_channels) == list(
+        get_backbone(name).fpn_inputs
+    )
 
 
 def test_pooled_head_is_the_resnet_head_and_vggs_light_one():

@@ -1,5 +1,7 @@
 """load_pretrained: reports, mismatches, wrappers and hostile files."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -87,3 +89,42 @@ def test_registered_weight_urls_are_torchvisions():
             continue
         enum = torchvision.models.get_model_weights(name)
         assert weights == {k: v.url for k, v in enum.__members__.items()}, name
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """torch hub's cache in a temporary folder, and no network: a download is an error."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert torch.hub.get_dir() == str(tmp_path / "torch" / "hub")  # nothing pinned the hub dir
+
+    def offline(url, *args, **kwargs):
+        raise OSError(f"no network in tests ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "wide_resnet50_2"])
+def test_weights_by_name_from_the_hub_cache(name, hub_dir):
+    """A name resolves to torchvision's file in torch hub's cache (a local file standing in for
+    the download); one not in the cache is downloaded, and without network the error says what
+    to do."""
+    tv = getattr(torchvision.models, name)().eval()
+    weights = get_backbone(name).weights
+    hub_dir.mkdir(parents=True)
+    torch.save(tv.state_dict(), hub_dir / Path(weights["IMAGENET1K_V2"]).name)
+    ours = build_classifier(name)
+    report = load_pretrained(ours, "DEFAULT")  # = IMAGENET1K_V2, as in torchvision
+    assert not report.missing and not report.unexpected
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), tv(x), atol=1e-5, rtol=1e-5)
+    backbone = build_backbone(name, out_features=["res4"])
+    enum = torchvision.models.get_model_weights(name).__name__  # torchvision's spelling too
+    assert load_pretrained(backbone, f"{enum}.IMAGENET1K_V2").loaded
+    with pytest.raises(
+        RuntimeError,
+        match=r"download https://download.pytorch.org/models/.*"
+        r"elsewhere and pass the local path",
+    ):
+        load_pretrained(backbone, "IMAGENET1K_V1")
