@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import logging
 import os
+import shlex
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -20,6 +22,8 @@ from .imports import import_listed
 from .schema import Config
 
 BASE_KEY = "_base_"
+
+logger = logging.getLogger(__name__)
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -116,6 +120,25 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
         f"config file not found: {path} (not a file here, nor the name of a shipped config in "
         f"{shipped_configs_dir()}; `resdet configs` lists them)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides from the environment
+
+ENV_OVERRIDES = "RESDET_OVERRIDES"
+
+
+def env_overrides() -> list[str]:
+    """KEY=VALUE overrides from $RESDET_OVERRIDES (words split as a shell would), which
+    load_config applies after the given ones to every detection config read from a file: one
+    setting for every command of a session (the README test shortens the schedules with it).
+    Announced by a warning whenever it is used, so it is never silent."""
+    text = os.environ.get(ENV_OVERRIDES, "").strip()
+    if not text:
+        return []
+    words = shlex.split(text)
+    logger.warning("%s is set: %s applied after the command line's overrides", ENV_OVERRIDES, text)
+    return words
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +405,8 @@ def load_config(
     """
     sources: dict[str, str] = {}
     data = _load_file(resolve_config_path(path), sources, schema=schema) if path is not None else {}
-    for text in overrides:
+    extra = env_overrides() if schema is Config and path is not None else []
+    for text in [*overrides, *extra]:
         _apply_override(data, text, sources, schema)
     import_listed(data, sources, trusted=True)  # before the names they register are checked
     cfg = _build(schema, data, sources)

@@ -78,3 +78,15 @@ def test_pyproject_ships_every_package_and_config():
     assert tool["package-data"]["detection.configs"] == ["**/*.yaml"]
     others = [p for p in (ROOT / "configs").rglob("*") if p.is_file() and p.suffix != ".yaml"]
     assert not others, f"{others} would not ship (package-data takes *.yaml)"
+
+
+def test_resdet_overrides_from_the_environment(monkeypatch, caplog):
+    monkeypatch.setenv("RESDET_OVERRIDES", "solver.max_iter=3 'input.min_size_train=[96, 112]'")
+    cfg = load_config("shapes/demo_R18_FPN.yaml", ["solver.max_iter=9", "solver.base_lr=0.5"])
+    assert cfg.solver.max_iter == 3 and cfg.input.min_size_train == [96, 112]  # after the given
+    assert cfg.solver.base_lr == 0.5
+    assert "RESDET_OVERRIDES is set: solver.max_iter=3" in caplog.text
+    assert load_config(None).solver.max_iter != 3  # configs from files only (not converters')
+    monkeypatch.setenv("RESDET_OVERRIDES", "solver.max_itr=3")
+    with pytest.raises(ConfigError, match="did you mean solver.max_iter"):
+        load_config(NAME)

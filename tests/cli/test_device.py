@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from detection import Predictor
-from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.cli import evaluate, infer
+from detection.cli._common import add_device_argument, chosen_device, say_device
 from detection.cli.main import main
 from detection.utils.device import describe_device, resolve_device
 
