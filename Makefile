@@ -1,4 +1,4 @@
-# Quick start: `make test` (creates .venv on first use). See README.md.
+# Quick start: `make demo`, `make test` (each creates .venv on first use). See README.md.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,11 +20,13 @@ test: lint
 	$(PY) -m pytest -q
 
 # Trains the ResNet-18 FPN detector and the VGG-16 baseline on the synthetic shapes data (generated
-# under ./datasets on first use), evaluates both and prints the comparison table.
+# under ./datasets on first use), evaluates both and prints the comparison table: the README's
+# three demo commands.
+RESDET := $(VENV)/bin/resdet
 demo: venv
-	$(PY) tools/train.py --config configs/shapes/demo_R18_FPN.yaml
-	$(PY) tools/train.py --config configs/shapes/demo_VGG16.yaml
-	$(PY) tools/compare.py --baseline output/shapes/demo_VGG16 output/shapes/demo_R18_FPN \
+	$(RESDET) train --config shapes/demo_R18_FPN.yaml
+	$(RESDET) train --config shapes/demo_VGG16.yaml
+	$(RESDET) compare --baseline output/shapes/demo_VGG16 output/shapes/demo_R18_FPN \
 		--plot output/shapes/demo_comparison.png
 
 format: venv
@@ -60,7 +62,7 @@ pretrain-demo: venv
 		$(foreach s,$(SEEDS),output/classification/shapes_resnet20_s$(s)) \
 		--output output/classification/degradation.png
 
-# The real-photo learning benchmark (README "Real photos"): torchvision's Faster R-CNN (the anchor
+# The real-photo learning benchmark (docs/real-photos.md): torchvision's Faster R-CNN (the anchor
 # script) against resdet's recipes in configs/real/, the same budget, on a Pascal VOC folder split
 # every 5th image to val. About 40 minutes per run on 2 CPU cores; rerunning continues (--reuse).
 #   make real-benchmark DATA=../shared/datasets/raccoon ANCHOR=../shared/anchors/torchvision_frcnn_baseline.py
@@ -71,7 +73,7 @@ real-benchmark: venv
 	$(PY) tools/benchmark_real.py --data $(DATA) --anchor $(ANCHOR) --reuse $(ARGS)
 
 # GPU readiness: tests/gpu, then GPU training / inference benchmarks next to Detectron2's V100
-# figures (exit 2 without a GPU). See README "Performance".
+# figures (exit 2 without a GPU). See docs/performance.md.
 .PHONY: gpu-check
 gpu-check: venv
 	PYTHON=$(PY) tools/gpu_check.sh
