@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from backbones import get_backbone, list_classifiers
+from backbones import RegisteredNames, get_backbone
 from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
 
@@ -28,7 +28,11 @@ DATASET_KINDS = ("imagefolder", "cifar10", "shapes_cls")
 class ClassifierModelConfig:
     """model: the network."""
 
-    name: str = opt("resnet50", "network (cifar_* take 32x32 images)", list_classifiers())
+    name: str = opt(
+        "resnet50",
+        "network (cifar_* take 32x32 images; yours: backbones.register_backbone)",
+        RegisteredNames(classifiers=True),
+    )
     num_classes: int | None = opt(None, "outputs of the last fc; null = the training set's classes")
     shortcut: str = opt("B", "ResNet shortcut option (paper sec. 3.3); none = plain", SHORTCUTS)
     norm: str = opt("BN", "normalization layers (plain vgg16 has none)", NORMS)
@@ -158,6 +162,11 @@ class ClassifierConfig:
     test: ClassifierTestConfig = section(ClassifierTestConfig, "validation")
     output_dir: str = opt("output/classification", "where checkpoints and metrics are written")
     seed: int = opt(0, "random seed of initialisation, sampling and augmentation")
+    imports: list[str] = opt(
+        [],
+        "Python modules imported before the config is checked (e.g. ones registering a backbone): "
+        "module names, or .py paths relative to this config file",
+    )
 
 
 def _check_solver(s: ClassifierSolverConfig) -> None:

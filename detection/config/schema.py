@@ -8,17 +8,20 @@ files under configs/ change what differs. Each field's `doc` is what the README 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backbones import list_backbones
+from backbones import RegisteredNames
 from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
 
 
-def opt(default: Any, doc: str, choices: tuple | list | None = None) -> Any:
+def opt(default: Any, doc: str, choices: Sequence | None = None) -> Any:
     """A schema field: default, one-line description and (for enumerations) allowed values."""
-    meta = {"doc": doc, "choices": tuple(choices) if choices else None}
+    # a list is copied; another sequence (the registry's live RegisteredNames) is kept
+    kept = tuple(choices) if isinstance(choices, list) else choices
+    meta = {"doc": doc, "choices": kept or None}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,7 +36,9 @@ def section(factory: Any, doc: str) -> Any:
 class BackboneConfig:
     """model.backbone: the feature extractor and how much of it trains."""
 
-    name: str = opt("resnet50", "backbone network", list_backbones())
+    name: str = opt(
+        "resnet50", "backbone network (yours: backbones.register_backbone)", RegisteredNames()
+    )
     weights: str | None = opt(
         None,
         "ImageNet weights: path to a torchvision .pth, or a torchvision weights name such as "
@@ -294,3 +299,8 @@ class Config:
     test: EvaluationConfig = section(EvaluationConfig, "evaluation")
     output_dir: str = opt("output", "where logs, checkpoints and metrics are written")
     seed: int = opt(0, "random seed of initialisation, sampling and augmentation")
+    imports: list[str] = opt(
+        [],
+        "Python modules imported before the config is checked (e.g. ones registering a backbone): "
+        "module names, or .py paths relative to this config file",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from torch import nn
 
 from backbones import (
     PooledClassifier,
+    RegisteredNames,
     build_backbone,
     build_classifier,
     get_backbone,
@@ -18,6 +20,7 @@ from backbones import (
     register_backbone,
     registry,
 )
+from detection.config.schema import BackboneConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT_IN = list_backbones()
@@ -70,6 +73,13 @@ class Flat(nn.Module):
 
 def _tiny(out_features, norm):
     return Flat()
+
+
+def test_schema_choices_follow_the_registry(restore_registry):
+    choices = dataclasses.fields(BackboneConfig)[0].metadata["choices"]
+    assert isinstance(choices, RegisteredNames) and "late_net" not in choices
+    register_backbone("late_net", _tiny, features={"x": (2, 8)})
+    assert "late_net" in choices and list(choices)[-1] == "late_net"
 
 
 def test_register_checks_the_declaration(restore_registry):
