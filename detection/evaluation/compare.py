@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backbones import get_backbone
+
 from ..utils.figures import save_figure
 from ..utils.tables import csv_table, markdown_table
 
@@ -49,19 +51,22 @@ def find_metrics(path: str | os.PathLike) -> Path:
 
 
 def display_name(config: dict[str, Any] | None, fallback: str) -> str:
-    """The paper's spelling of a config's backbone: resnet101 -> ResNet-101, vgg16 -> VGG-16."""
+    """The paper's spelling of a config's backbone, from the backbone registry's label:
+    resnet101 -> ResNet-101, vgg16 -> VGG-16, resnext50_32x4d -> ResNeXt-50 32x4d; plain nets
+    (shortcut none) are plain-N, a normalised VGG-16 names its norm; unregistered names as they
+    are."""
     model = (config or {}).get("model") or {}
     backbone = model.get("backbone") or {}
     name = backbone.get("name")
     if not name:
         return fallback
-    m = re.fullmatch(r"resnet(\d+)", name)
-    norm = "GN" if backbone.get("norm") == "GN" else "BN"
-    pretty = (
-        f"ResNet-{m.group(1)}"
-        if m
-        else {"vgg16": "VGG-16", "vgg16_bn": f"VGG-16-{norm}"}.get(name, name)
-    )
+    try:
+        pretty = get_backbone(name).label
+    except ValueError:
+        pretty = name  # a user's backbone whose module this process has not imported
+    if name == "vgg16_bn":
+        pretty = f"VGG-16-{'GN' if backbone.get('norm') == 'GN' else 'BN'}"
+    m = re.fullmatch(r"ResNet-(\d+)", pretty)
     if backbone.get("shortcut") == "none" and m:
         pretty = f"plain-{m.group(1)}"
     if (model.get("neck") or {}).get("name") == "fpn":

@@ -235,6 +235,10 @@ def test_compare_tables_and_plot(tmp_path):
         ({"name": "vgg16_bn", "norm": "BN"}, "VGG-16-BN"),
         ({"name": "vgg16_bn", "norm": "GN"}, "VGG-16-GN"),
         ({"name": "resnet18", "shortcut": "none"}, "plain-18"),
+        ({"name": "resnet101"}, "ResNet-101"),
+        ({"name": "resnext50_32x4d"}, "ResNeXt-50 32x4d"),
+        ({"name": "wide_resnet50_2"}, "Wide ResNet-50-2"),
+        ({"name": "not_registered_net"}, "not_registered_net"),
     ],
 )
 def test_compare_names_the_norm_of_vgg16_bn(backbone, label):
