@@ -58,8 +58,9 @@ def _print_speed(args, result) -> None:
     )
     print(
         f"  {result['flops_per_image'] / 1e9:.1f} GFLOP/image, {ours['gflops_per_s']:.1f} "
-        f"GFLOP/s = {100 * ours['fraction_of_peak']:.0f}% of the {result['matmul_peak_gflops']:.0f}"
-        " GFLOP/s matmul peak"
+        f"GFLOP/s = {100 * ours['fraction_of_peak']:.0f}% of the {result['peak_gflops']:.0f}"
+        f" GFLOP/s peak ({result['peak_kernel']}; matmul {result['matmul_peak_gflops']:.0f});"
+        f" its convolutions {ours['conv_gflops_per_s']:.1f} GFLOP/s"
     )
     if args.mode == "inference":
         print(

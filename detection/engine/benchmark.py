@@ -25,10 +25,11 @@ from ..modeling.twin import torchvision_twin
 from ..predictor import Predictor
 from ..utils.precision import PRECISIONS, autocast
 from .measure import (
+    ConvTimer,
     StageTimer,
     flops_per_image,
-    matmul_peak_gflops,
     p90,
+    peak_gflops,
     profile_top_ops,
     timed_with_peak_memory,
 )
@@ -203,13 +204,15 @@ def _speeds(
     *,
     batch: int,
     flops: float,
-    peak: float,
+    peak: tuple[dict[str, Any], float],
 ) -> dict[str, dict[str, float]]:
-    """{model: _speed}; ours also with its GFLOP/s and their fraction of the matmul peak."""
+    """{model: _speed}; ours also with its GFLOP/s, their fraction of the peak and the rate of
+    its convolutions (`peak`: _peak's result)."""
     speeds = {name: _speed(ts, backbone_times[name], batch) for name, ts in times.items()}
     ours = speeds["ours"]
     ours["gflops_per_s"] = flops * ours["images_per_s"] / 1e9
-    ours["fraction_of_peak"] = ours["gflops_per_s"] / peak
+    ours["fraction_of_peak"] = ours["gflops_per_s"] / peak[0]["peak_gflops"]
+    ours["conv_gflops_per_s"] = peak[1]
     return speeds
 
 
@@ -257,6 +260,26 @@ def _vs_torchvision(bench: _Bench, result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _peak(bench: _Bench, say: Progress) -> tuple[dict[str, Any], float]:
+    """The machine's peak in our precision (peak_gflops, with our heaviest convolutions) as
+    result entries, and the rate of our convolutions, each call timed in one more iteration
+    (not among the timed ones: the hooks synchronise every call)."""
+    say("timing our convolutions, then the peak (matmuls and convolutions)")
+    convs = ConvTimer(bench.models["ours"], bench.device)
+    bench.step("ours")
+    convs.remove()
+    peak = peak_gflops(bench.device, bench.precision, convs.heaviest())
+    matmuls = [rate for kernel, rate in peak.rates.items() if kernel.startswith("matmul")]
+    entries = {
+        "peak_gflops": peak.gflops,
+        "peak_kernel": peak.kernel,
+        "peak_threads": peak.threads,
+        "peak_rates_gflops": peak.rates,
+        "matmul_peak_gflops": max(matmuls),
+    }
+    return entries, convs.gflops_per_s()
+
+
 def _check_request(mode: str, device: str, precisions: set[str]) -> None:
     """ValueError, before any work, for a mode or a precision this device cannot run."""
     if mode not in ("inference", "train"):
@@ -280,12 +303,13 @@ def benchmark(
     profile: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Median / p90 latency, images/s, FLOPs, the fraction of the matmul peak and the share of
-    the backbone (with FPN) in the time; with `vs_torchvision`, the same for torchvision's twin
-    model, run alternately with ours (in `torchvision_precision`, default `precision`), and in
-    inference whether both detect the same (same_detections: null when neither detected
-    anything). Inference runs our fast path as evaluation does (test.fast_path,
-    model.compile) in `precision`; `profile` adds torch.profiler's top ops."""
+    """Median / p90 latency, images/s, FLOPs, the fraction of the machine's peak and the rate
+    of our convolutions (see _peak), the share of the backbone (with FPN) in the time; with
+    `vs_torchvision`, the same for torchvision's twin model, run alternately with ours (in
+    `torchvision_precision`, default `precision`), and in inference whether both detect the
+    same (same_detections: null when neither detected anything). Inference runs our fast
+    path as evaluation does (test.fast_path, model.compile) in `precision`; `profile` adds
+    torch.profiler's top ops."""
     _check_request(mode, device, {precision, torchvision_precision or precision})
     say = progress or _quiet
     train = mode == "train"
@@ -300,9 +324,8 @@ def benchmark(
         torchvision_precision=torchvision_precision,
         say=say,
     )
-    say("measuring the matmul peak")
-    peak = matmul_peak_gflops(device, precision)
     times, backbone_times = _measure(bench, warmup=warmup, iters=iters, say=say)
+    peak = _peak(bench, say)
     result: dict[str, Any] = {
         "mode": mode,
         "device": device,
@@ -314,7 +337,7 @@ def benchmark(
         "fast_path": bool(cfg.test.fast_path) and not train,
         "channels_last": bool(bench.models["ours"].channels_last),
         "flops_per_image": flops,
-        "matmul_peak_gflops": peak,
+        **peak[0],
     }
     result.update(_speeds(times, backbone_times, batch=batch, flops=flops, peak=peak))
     for name, mb in bench.peak_mb.items():  # the memory figure beside each speed
