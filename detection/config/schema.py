@@ -270,7 +270,7 @@ class EvaluationConfig:
     analyze: bool = opt(
         False,
         "after the final evaluation of training, also write the diagnostics of "
-        "tools/evaluate.py --analyze (eval/analysis/)",
+        "resdet evaluate --analyze (eval/analysis/)",
     )
     report: bool = opt(
         False,

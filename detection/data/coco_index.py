@@ -224,7 +224,7 @@ def _check_image_files(images: _Images, root: Path, skip: bool, drops: _Drops) -
         raise ImageReadError(
             f"image file {what}: {root / file_names[i]} (image id {int(images.ids[i])}); "
             f"{int(missing.sum())} missing and {int(empty.sum())} "
-            f"empty image files in {root}. Fix them (tools/check_dataset.py lists every "
+            f"empty image files in {root}. Fix them (resdet check lists every "
             "problem) or set data.skip_bad_images=true to leave them out"
         )
     drops.note("missing_file", missing, images.ids)

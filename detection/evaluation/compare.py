@@ -46,7 +46,7 @@ def find_metrics(path: str | os.PathLike) -> Path:
     looked = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
         f"no metrics.json for {path} (looked at {path if not path.is_dir() else looked}); "
-        "run tools/evaluate.py on the run's checkpoint first"
+        "run `resdet evaluate` on the run's checkpoint first"
     )
 
 
@@ -84,7 +84,7 @@ def load_entry(path: str | os.PathLike) -> Entry:
     bbox = record.get("bbox") if isinstance(record, dict) else None
     if not isinstance(bbox, dict) or "AP" not in bbox or "AP50" not in bbox:
         raise ValueError(
-            f"{file} has no bbox AP / AP50; it is not a metrics.json written by tools/evaluate.py"
+            f"{file} has no bbox AP / AP50; it is not a metrics.json written by resdet evaluate"
         )
     dataset = record.get("dataset") or {}
     fallback = file.parent.parent.name if file.parent.name == "eval" else file.parent.name

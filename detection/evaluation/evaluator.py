@@ -187,7 +187,7 @@ def check_analyze(analyze: float | None, output_dir: str | os.PathLike | None) -
     if not 0.0 <= analyze <= 1.0:
         raise ValueError(
             f"the score threshold of the diagnostics must be in [0, 1], got {analyze} "
-            "(test.analyze_score_thresh, or --score-thresh of tools/evaluate.py)"
+            "(test.analyze_score_thresh, or --score-thresh of resdet evaluate)"
         )
     if output_dir is None:
         raise ValueError("the diagnostics (analyze) are written to files: give an output_dir")

@@ -59,7 +59,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(
             f"{path}: not a resdet checkpoint (needs 'model' and 'config'); for torchvision "
-            "weights run tools/convert_weights.py first"
+            "weights run resdet convert-weights first, or name published ones (resdet weights)"
         )
     return ckpt
 

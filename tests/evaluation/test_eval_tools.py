@@ -273,7 +273,7 @@ def test_compare_errors(tmp_path, capsys):
     write_json(tmp_path / "bad.json", {"AP": 1})
     with pytest.raises(SystemExit):
         compare.main(["--baseline", str(tmp_path / "bad.json")])
-    assert "not a metrics.json written by tools/evaluate.py" in capsys.readouterr().err
+    assert "not a metrics.json written by resdet evaluate" in capsys.readouterr().err
 
 
 def test_infer_writes_json_and_drawings(tiny_checkpoint, tmp_path):
