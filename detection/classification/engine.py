@@ -1,5 +1,6 @@
-"""Training a classifier: the detection engine's checkpoints, exact resume, precision, DDP and
-metrics, around a cross-entropy loop with top-1 / top-5 validation.
+"""Training a classifier on the engine's training core (checkpoints checked for rank agreement
+and finiteness, exact resume, precision, DDP, metrics and hooks), around a cross-entropy loop
+with top-1 / top-5 validation.
 
 Outputs in cfg.output_dir: config.yaml, metrics.jsonl (training loss and top-1 error every
 solver.log_period iterations, validation error every test.eval_period), model_<iter>.pth with a
@@ -11,25 +12,20 @@ model_final.pth is usable as `model.backbone.weights` of a detection config as i
 from __future__ import annotations
 
 import logging
-import sys
-import time
-import warnings
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from ..config.loader import ConfigError, save_config, to_dict
-from ..data.build import worker_error
-from ..engine.checkpoint import gather_rng_states
-from ..engine.hooks import MetricsWriter, peak_memory_mb
-from ..engine.rng import seed_all, set_rng_state
-from ..utils.checkpoint import Checkpointer, config_differences
+from ..config.loader import ConfigError
+from ..engine.base import Hook, TrainerBase
+from ..engine.failures import training_precision, use_channels_last
+from ..engine.hooks import CheckpointHook, EvalHook, MetricsHook
 from ..utils.distributed import DistInfo, reduce_mean
 from ..utils.io import write_json
+from ..utils.metrics import MetricsWriter
 from ..utils.precision import autocast, resolve_precision
 from .config import ClassifierConfig
 from .data import build_datasets, train_loader, val_loader
@@ -40,43 +36,57 @@ from .solver import StepSchedule, build_optimizer, resolve_schedule
 logger = logging.getLogger(__name__)
 
 
-class _Meter:
-    """Sums over one log period: loss, top-1 mistakes, images, data time."""
+class ClassifierMetricsHook(MetricsHook):
+    """The classifier's record: epoch, learning rate, mean loss and training top-1 error."""
 
-    def __init__(self) -> None:
-        self.loss, self.mistakes = torch.zeros(()), torch.zeros(())
-        self.steps, self.images, self.data_time = 0, 0, 0.0
-        self.start = time.perf_counter()
+    def summarize(self, trainer: TrainerBase) -> dict[str, Any]:
+        """iteration, epoch, lr, the mean loss and the top-1 error (%) over the period and
+        every rank's images."""
+        means = reduce_mean(
+            {"loss": self.sums["loss"] / self.count, "train_err": self.sums["mistakes"]}
+        )
+        return {
+            "iteration": trainer.iteration,
+            "epoch": trainer.iteration / trainer.schedule.iters_per_epoch,
+            "lr": trainer.last_lr,
+            "loss": means["loss"],
+            "train_err": 100.0 * means["train_err"] / self.images,
+        }
 
-    def add(self, loss: torch.Tensor, mistakes: torch.Tensor, images: int, data_time: float):
-        self.loss = self.loss + loss.detach().float().cpu()
-        self.mistakes = self.mistakes + mistakes.float().cpu()
-        self.steps += 1
-        self.images += images
-        self.data_time += data_time
+    def progress(self, trainer: TrainerBase, record: dict[str, Any]) -> tuple[dict, str]:
+        """Loss and error on the bar; also lr and images/s in the log line."""
+        postfix = dict(loss=f"{record['loss']:.3f}", err=f"{record['train_err']:.1f}%")
+        line = (
+            f"iter {trainer.iteration}/{self.max_iter} loss={record['loss']:.4g} "
+            f"train_err={record['train_err']:.2f}% lr={record['lr']:.3g} "
+            f"{record['images_per_s']:.1f} img/s"
+        )
+        return postfix, line
 
 
-class ClassifierTrainer:
+class ClassifierTrainer(TrainerBase):
     """Trains cfg.model on cfg.data for the solver's schedule on this process's shard.
 
     Everything that can be wrong with the config, the dataset or model.weights fails in the
-    constructor, before output_dir is created. Attributes: model (unwrapped), optimizer,
-    scheduler, schedule, iteration (optimizer steps done), class_names, precision.
+    constructor, before output_dir is created. Checkpoints, resume, DDP and the step are the
+    training core's (detection.engine.base.TrainerBase); a resume refuses another model or
+    dataset. Attributes: model (unwrapped), optimizer, scheduler, schedule, iteration
+    (optimizer steps done), class_names, precision.
     """
+
+    resume_sections = ("model", "data")
 
     def __init__(
         self, cfg: ClassifierConfig, *, device: str = "cpu", dist_info: DistInfo | None = None
     ) -> None:
-        self.cfg, self.device = cfg, device
-        self.info = dist_info or DistInfo()
-        self.out = Path(cfg.output_dir)
+        info = dist_info or DistInfo()
         s = cfg.solver
-        if s.ims_per_batch % self.info.world_size:
+        if s.ims_per_batch % info.world_size:
             raise ConfigError(
                 f"solver.ims_per_batch={s.ims_per_batch} must be a multiple of the number of "
-                f"processes ({self.info.world_size})"
+                f"processes ({info.world_size})"
             )
-        seed_all(cfg.seed)  # equal initial weights on every rank
+        super().__init__(cfg, device=device, dist_info=info, log=logger.info)
         self.train_set, self.val_set = build_datasets(cfg)
         self.class_names = list(self.train_set.class_names)
         k = len(self.class_names)
@@ -86,14 +96,13 @@ class ClassifierTrainer:
                 f"classes; set model.num_classes to null (or {k})"
             )
         self.schedule = resolve_schedule(s, len(self.train_set))
+        self.max_iter = self.schedule.max_iter
+        self.precision = training_precision(s.amp, device)
         try:
-            self.precision = resolve_precision(s.amp, device)
             self.test_precision = resolve_precision(cfg.test.precision, device).name
         except ValueError as e:
-            raise ConfigError(f"solver.amp / test.precision: {e}") from None
-        self.channels_last = s.memory_format == "channels_last" or (
-            s.memory_format == "auto" and self.precision.name != "fp32"
-        )
+            raise ConfigError(f"test.precision={cfg.test.precision}: {e}") from None
+        self.channels_last = use_channels_last(s.memory_format, self.precision.name)
         self.model = build_model(cfg, k).to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -106,13 +115,8 @@ class ClassifierTrainer:
                 self.schedule.steps, s.gamma, s.warmup_iters, s.warmup_factor, s.warmup_method
             ),
         )
-        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
-        self.iteration, self.last_lr = 0, 0.0
-        self.checkpointer = Checkpointer(self.out, s.keep_checkpoints)
         self._val_loader = None
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out)
+        self.open_output_dir()
         logger.info(
             "%s on %d classes, %d training images (%d iterations = %.1f epochs), precision %s",
             cfg.model.name,
@@ -123,77 +127,37 @@ class ClassifierTrainer:
             self.precision,
         )
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- state: load_pretrained's layout, and the architecture's name --------------------------
 
-    def state(self) -> dict[str, Any]:
-        """The checkpoint dict: the classifier (load_pretrained's layout), config, classes,
-        optimizer, scheduler, scaler, iteration and every rank's RNG state (collective)."""
-        return {
-            "model": classifier_state(self.model),
-            "config": to_dict(self.cfg),
-            "class_names": self.class_names,
-            "arch": self.cfg.model.name,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "iteration": self.iteration,
-            "rng": gather_rng_states(self.info.world_size),
-        }
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The classifier in the layout backbones.load_pretrained reads."""
+        return classifier_state(self.model)
 
-    def save(self, name: str, *, periodic: bool = True) -> None:
-        """Write checkpoint `name` (rank 0) once every weight is known to be finite."""
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite weights at iteration {self.iteration} ({', '.join(bad[:5])}); not "
-                f"saving {name}. Lower solver.base_lr or use warmup (solver.warmup_iters)"
-            )
-        state = self.state()
-        if self.info.is_main:
-            logger.info("saved %s", self.checkpointer.save(name, state, periodic=periodic))
+    def extra_state(self) -> dict[str, Any]:
+        """The architecture's name (model.name)."""
+        return {"arch": self.cfg.model.name}
 
-    def resume(self) -> None:
-        """Continue from the `last_checkpoint` pointer, or start fresh (and say so)."""
-        path = self.checkpointer.last()
-        if path is None:
-            logger.info("--resume: no checkpoint in %s; starting from iteration 0", self.out)
-            return
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torn, or not tensors and plain data
-            raise ValueError(
-                f"cannot read checkpoint {path} ({type(e).__name__}: {e}); point "
-                f"{self.out / 'last_checkpoint'} at an earlier model_*.pth or start afresh"
-            ) from None
-        new = to_dict(self.cfg)
-        changed = config_differences(ckpt["config"], new, "model")
-        changed += config_differences(ckpt["config"], new, "data")
-        if changed:
-            raise ConfigError(
-                f"cannot resume from {path}: the model or data differ from the run's:\n  "
-                + "\n  ".join(changed)
-                + "\nuse a new output_dir for a new experiment"
-            )
-        schedule = config_differences(ckpt["config"], new, "solver")
-        if schedule:
-            warnings.warn(
-                f"resuming {path} with a changed schedule:\n  " + "\n  ".join(schedule),
-                stacklevel=2,
-            )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.iteration = int(ckpt["iteration"])
-        rng = ckpt["rng"]
-        set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
-        logger.info("resumed from %s at iteration %d", path, self.iteration)
+    # -- the loop ------------------------------------------------------------------------------
 
-    # -- loop ----------------------------------------------------------------------------------
+    def build_loader(self) -> Iterable:
+        """The training loader of this rank's shard, from self.iteration on."""
+        return train_loader(
+            self.cfg,
+            self.train_set,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            start_iter=self.iteration,
+        )
 
-    def step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
-        """One SGD iteration; returns (loss, top-1 mistakes) of the batch as tensors."""
+    def load_batch(self, batches: Iterator) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+        """(images, labels) of the next iteration, as the loader gives them."""
+        images, labels = self.next_from(batches)
+        return (images, labels), len(labels)
+
+    def forward_backward(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        """Cross-entropy forward under solver.amp, loss check, backward. Returns the loss and
+        the batch's top-1 mistakes."""
+        images, labels = batch
         x = self.normalize(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -201,31 +165,19 @@ class ClassifierTrainer:
         with autocast(self.device, self.precision.name):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss at iteration {self.iteration + 1}; no update was applied. "
-                "Lower solver.base_lr or use warmup (solver.warmup_iters)"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        self.last_lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
-        self.iteration += 1
-        return loss.detach(), (logits.detach().argmax(dim=1) != labels).sum()
+        self.check_finite_loss({"loss": loss}, loss)
+        self.backward(loss)
+        mistakes = (logits.detach().argmax(dim=1) != labels).sum()
+        return {"loss": loss.detach(), "mistakes": mistakes}
 
-    def _wrap(self) -> nn.Module:
-        if self.info.world_size == 1:
-            return self.model
-        cuda = self.device.startswith("cuda")
-        return nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.info.local_rank] if cuda else None
-        )
+    def build_hooks(self, writer: MetricsWriter) -> list[Hook]:
+        """Metrics, validation (test.eval_period > 0), checkpoint, in that order."""
+        s, t = self.cfg.solver, self.cfg.test
+        return [
+            ClassifierMetricsHook(self, writer),
+            EvalHook(t.eval_period, self.max_iter, lambda: self.validate(writer)),
+            CheckpointHook(s.checkpoint_period, self.max_iter),
+        ]
 
     def validate(self, writer: MetricsWriter | None = None) -> dict[str, float]:
         """Top-1 (and top-5) error on the validation set; recorded in metrics.jsonl."""
@@ -253,98 +205,15 @@ class ClassifierTrainer:
         )
         return result
 
-    def _record(self, meter: _Meter, writer: MetricsWriter, bar: tqdm) -> dict[str, Any]:
-        means = reduce_mean({"loss": meter.loss / meter.steps, "train_err": meter.mistakes})
-        elapsed = time.perf_counter() - meter.start
-        images = meter.images * self.info.world_size
-        record = {
-            "iteration": self.iteration,
-            "epoch": self.iteration / self.schedule.iters_per_epoch,
-            "lr": self.last_lr,
-            "loss": means["loss"],
-            "train_err": 100.0 * means["train_err"] / meter.images,
-            "time_per_iter": elapsed / meter.steps,
-            "data_time": meter.data_time / meter.steps,
-            "images_per_s": images / elapsed,
-            "peak_memory_mb": peak_memory_mb(self.device),
-            "precision": self.precision.name,
-        }
-        writer.write(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", err=f"{record['train_err']:.1f}%")
-        if not bar.disable and not sys.stderr.isatty():
-            logger.info(
-                "iter %d/%d loss=%.4g train_err=%.2f%% lr=%.3g %.1f img/s",
-                self.iteration,
-                self.schedule.max_iter,
-                record["loss"],
-                record["train_err"],
-                self.last_lr,
-                record["images_per_s"],
-            )
-        return record
-
-    def _periodic(self, meter: _Meter, writer: MetricsWriter, bar: tqdm) -> _Meter:
-        """Metrics, validation and checkpoints due after this iteration; returns the meter to
-        go on with (a fresh one after a record)."""
-        s, it, end = self.cfg.solver, self.iteration, self.schedule.max_iter
-        if it % s.log_period == 0 or it == end:
-            self.last_record = self._record(meter, writer, bar)
-            meter = _Meter()
-        if 0 < self.cfg.test.eval_period and it % self.cfg.test.eval_period == 0 and it < end:
-            self.validate(writer)
-        if it % s.checkpoint_period == 0 and it < end:
-            self.save(f"model_{it:07d}.pth")
-        return meter
-
-    def train(self) -> dict[str, Any]:
-        """Train from `self.iteration` to the end of the schedule, save model_final.pth, validate
-        (unless test.eval_period is -1) and write metrics.json; returns its content."""
-        model = self._wrap()
-        model.train()
-        writer = MetricsWriter(self.out, self.info.is_main)
-        writer.truncate(self.iteration)  # a resumed run redoes the records after its checkpoint
-        loader = train_loader(
-            self.cfg,
-            self.train_set,
-            rank=self.info.rank,
-            world_size=self.info.world_size,
-            start_iter=self.iteration,
-        )
-        batches, meter = iter(loader), _Meter()
-        self.last_record: dict[str, Any] = {}
-        bar = tqdm(
-            total=self.schedule.max_iter,
-            initial=self.iteration,
-            desc="train",
-            unit="it",
-            disable=not self.info.is_main,
-            dynamic_ncols=True,
-            mininterval=0.5 if sys.stderr.isatty() else 30.0,
-            file=sys.stderr,
-        )
-        try:
-            while self.iteration < self.schedule.max_iter:
-                t0 = time.perf_counter()
-                try:
-                    images, labels = next(batches)
-                except Exception as e:
-                    raise worker_error(e) from None
-                loss, mistakes = self.step(model, images, labels)
-                meter.add(loss, mistakes, len(labels), time.perf_counter() - t0)
-                bar.update(1)
-                meter = self._periodic(meter, writer, bar)
-        finally:
-            bar.close()
-        self.save("model_final.pth", periodic=False)
-        return self._finish(writer)
-
-    def _finish(self, writer: MetricsWriter) -> dict[str, Any]:
+    def finish(self, writer: MetricsWriter, hooks: list[Hook]) -> dict[str, Any]:
+        """Validate (unless test.eval_period is -1) and write metrics.json; returns its
+        content: the last training record and the final validation error."""
         result: dict[str, Any] = {
             "iteration": self.iteration,
             "epochs": self.iteration / self.schedule.iters_per_epoch,
             "arch": self.cfg.model.name,
             "classes": len(self.class_names),
-            "train": self.last_record,
+            "train": hooks[0].last_record,
         }
         if self.cfg.test.eval_period >= 0:
             result["val"] = self.validate(writer)

@@ -3,19 +3,15 @@ precision and memory format, the batch split, and out-of-memory errors for peopl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from ..config import Config, ConfigError
 from ..utils.precision import Precision, resolve_precision
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (out of memory); the message says at what and what to change."""
+    """Training cannot go on (out of memory, ranks that diverged); the message says at what and
+    what to change."""
 
 
 def use_channels_last(memory_format: str, precision: str) -> bool:
@@ -49,14 +45,16 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def out_of_memory_error(trainer: Trainer, error: BaseException, passes: list) -> TrainingError:
-    """The TrainingError for running out of memory at the trainer's next iteration: the batch,
-    the image sizes and what to change."""
-    i, s = trainer.cfg.input, trainer.cfg.solver
+def out_of_memory_error(
+    cfg: Config, device: str, iteration: int, error: BaseException, passes: list
+) -> TrainingError:
+    """The TrainingError for running out of memory in iteration `iteration` of a detector's
+    training, on the batches `passes`: the batch, the image sizes and what to change."""
+    i, s = cfg.input, cfg.solver
     sizes = ", ".join(f"{t.shape[-1]}x{t.shape[-2]}" for images, _ in passes for t in images)
     per_pass = f" per pass ({s.accumulate} passes)" if s.accumulate > 1 else ""
     return TrainingError(
-        f"out of memory on {trainer.device} at iteration {trainer.iteration + 1} with "
+        f"out of memory on {device} at iteration {iteration} with "
         f"{len(passes[0][0])} images per process{per_pass} (solver.ims_per_batch="
         f"{s.ims_per_batch}), input images {sizes} resized to short side "
         f"{list(i.min_size_train)} (at most {i.max_size_train}). Raise solver.accumulate "

@@ -1,74 +1,26 @@
-"""The trainer's periodic work as hooks: metrics and progress, checkpoints, evaluation.
+"""The trainers' periodic work as hooks: metrics and progress, checkpoints, evaluation, and the
+best checkpoint with early stopping.
 
 A hook sees the trainer after each optimizer step (`after_step`) and at the end of training
 (`after_train`); the trainer calls its hooks in list order. This is Detectron2's HookBase idea
-without its registry: the list is built in `Trainer.build_hooks` and reads as the schedule.
+without its registry: each trainer's `build_hooks` makes the list, which reads as the schedule.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from ..utils.distributed import reduce_mean
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
-
-class MetricsWriter:
-    """Appends one JSON object per record to metrics.jsonl (and TensorBoard when installed)."""
-
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = output_dir / "metrics.jsonl"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(output_dir / "tensorboard"))
-            except (ImportError, ModuleNotFoundError):
-                self.tb = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append `record` (it must hold "iteration"); numbers also go to TensorBoard."""
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "iteration" and isinstance(v, int | float) and not isinstance(v, bool):
-                    self.tb.add_scalar(k, v, record["iteration"])
-            self.tb.flush()
-
-    def truncate(self, iteration: int) -> None:
-        """Drop the records written after `iteration`: a run resumed there redoes them (torn
-        lines from a kill go too); a fresh run (0) starts a fresh file."""
-        if not self.enabled or not self.path.is_file():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("iteration", 0) <= iteration:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by the kill
-        self.path.write_text("".join(k + "\n" for k in kept))
-
-    def close(self) -> None:
-        """Close the TensorBoard writer (metrics.jsonl is closed after every record)."""
-        if self.tb is not None:
-            self.tb.close()
+from ..utils.metrics import MetricsWriter
+from .base import Hook, TrainerBase
 
 
 def peak_memory_mb(device: str) -> float:
@@ -78,24 +30,16 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-class Hook:
-    """Periodic work of the training loop; override what you need."""
-
-    def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
-        """After optimizer step `trainer.iteration` (already counted) on `images` images."""
-
-    def after_train(self, trainer: Trainer) -> None:
-        """After the last iteration, before the final checkpoint (also after an error)."""
-
-
 class MetricsHook(Hook):
-    """Averages the losses over `log_period` iterations; writes a metrics.jsonl record, updates
-    the progress bar and, when stderr is not a terminal, logs one line per period."""
+    """Sums the step outputs over solver.log_period iterations; at the end of each period writes
+    a metrics.jsonl record (the subclass's summary, then time per iteration, data time,
+    images/s, peak memory and precision), updates the progress bar and, when stderr is not a
+    terminal, logs one line. Subclasses say what the sums mean: `summarize` and `progress`."""
 
-    def __init__(self, trainer: Trainer, writer: MetricsWriter) -> None:
+    def __init__(self, trainer: TrainerBase, writer: MetricsWriter) -> None:
         self.writer = writer
         self.period = trainer.cfg.solver.log_period
-        self.max_iter = trainer.cfg.solver.max_iter
+        self.max_iter = trainer.max_iter
         self.world_size = trainer.info.world_size
         self.is_main = trainer.info.is_main
         self.tty = sys.stderr.isatty()
@@ -114,57 +58,83 @@ class MetricsHook(Hook):
 
     def _reset(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count, self.images, self.data_time = 0, 0, 0.0
+        self.count, self.images, self.data_time = 0, 0, 0.0  # images: this process's
         self.start = time.perf_counter()
 
-    def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
-        """Accumulate the losses; at the end of a period write the record and reset."""
+    def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
+        """Accumulate the outputs; at the end of a period write the record and reset."""
         self.bar.update(1)
-        for k, v in losses.items():
+        for k, v in outputs.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.count += 1
-        self.images += images * self.world_size
+        self.images += images
         self.data_time += trainer.last_data_time
         if trainer.iteration % self.period == 0 or trainer.iteration == self.max_iter:
             self._write(trainer)
             self._reset()
 
-    def _write(self, trainer: Trainer) -> None:
-        means = reduce_mean({k: v / self.count for k, v in self.sums.items()})
+    def summarize(self, trainer: TrainerBase) -> dict[str, Any]:
+        """The record's leading fields (iteration, ...) from self.sums over self.count steps
+        and self.images images of this process; collective (reduce_mean) with DDP."""
+        raise NotImplementedError
+
+    def progress(self, trainer: TrainerBase, record: dict[str, Any]) -> tuple[dict, str]:
+        """(the progress bar's postfix, the log line) of a record."""
+        raise NotImplementedError
+
+    def _write(self, trainer: TrainerBase) -> None:
+        record = self.summarize(trainer)
         elapsed = time.perf_counter() - self.start
-        lr = trainer.last_lr
-        record = {
-            "iteration": trainer.iteration,
-            "lr": lr,
-            **means,
-            "total_loss": sum(means.values()),
-            "time_per_iter": elapsed / self.count,
-            "data_time": self.data_time / self.count,
-            "images_per_s": self.images / elapsed,
-            "peak_memory_mb": peak_memory_mb(trainer.device),
-            "precision": trainer.precision.name,
-        }
+        record.update(
+            time_per_iter=elapsed / self.count,
+            data_time=self.data_time / self.count,
+            images_per_s=self.images * self.world_size / elapsed,
+            peak_memory_mb=peak_memory_mb(trainer.device),
+            precision=trainer.precision.name,
+        )
         self.last_record = record
         self.writer.write(record)
-        self.bar.set_postfix(
-            loss=f"{record['total_loss']:.3f}",
-            lr=f"{lr:.2g}",
-            img_s=f"{record['images_per_s']:.1f}",
-            mem=f"{record['peak_memory_mb']:.0f}M",
-        )
+        postfix, line = self.progress(trainer, record)
+        self.bar.set_postfix(**postfix)
         if not self.tty and self.is_main:
-            trainer.log(
-                f"iter {trainer.iteration}/{self.max_iter} "
-                + " ".join(f"{k}={v:.4g}" for k, v in means.items())
-                + f" lr={lr:.3g} {record['images_per_s']:.1f} img/s"
-            )
+            trainer.log(line)
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerBase) -> None:
         """Write the last, partial period of an early-stopped run; close the progress bar."""
         if trainer.stopped_early and self.count:
             self._write(trainer)
             self._reset()
         self.bar.close()
+
+
+class LossMetricsHook(MetricsHook):
+    """The detector's record: learning rate, each loss term's mean and their total."""
+
+    def summarize(self, trainer: TrainerBase) -> dict[str, Any]:
+        """iteration, lr, the mean of each loss term over the period and ranks, total_loss."""
+        self.means = reduce_mean({k: v / self.count for k, v in self.sums.items()})
+        return {
+            "iteration": trainer.iteration,
+            "lr": trainer.last_lr,
+            **self.means,
+            "total_loss": sum(self.means.values()),
+        }
+
+    def progress(self, trainer: TrainerBase, record: dict[str, Any]) -> tuple[dict, str]:
+        """Total loss, lr, images/s and memory on the bar; every term in the log line."""
+        lr = record["lr"]
+        postfix = dict(
+            loss=f"{record['total_loss']:.3f}",
+            lr=f"{lr:.2g}",
+            img_s=f"{record['images_per_s']:.1f}",
+            mem=f"{record['peak_memory_mb']:.0f}M",
+        )
+        line = (
+            f"iter {trainer.iteration}/{self.max_iter} "
+            + " ".join(f"{k}={v:.4g}" for k, v in self.means.items())
+            + f" lr={lr:.3g} {record['images_per_s']:.1f} img/s"
+        )
+        return postfix, line
 
 
 class CheckpointHook(Hook):
@@ -174,44 +144,26 @@ class CheckpointHook(Hook):
     def __init__(self, period: int, max_iter: int) -> None:
         self.period, self.max_iter = period, max_iter
 
-    def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
+    def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
         """Save a periodic checkpoint when the iteration is a multiple of the period."""
         if trainer.iteration % self.period == 0 and trainer.iteration < self.max_iter:
             trainer.save(f"model_{trainer.iteration:07d}.pth")
 
 
 class EvalHook(Hook):
-    """Evaluates every `test.eval_period` iterations (> 0), writes the AP to metrics.jsonl as
-    `bbox/<metric>` and updates the trainer's BestCheckpoint; the final evaluation is the
-    trainer's own. It runs before CheckpointHook, so that a checkpoint taken at an evaluated
-    iteration holds the best-so-far and patience state that includes that evaluation."""
+    """Calls `evaluate()` every `period` iterations (> 0) before the last (the final evaluation
+    is the trainer's own). It runs before CheckpointHook, so that a checkpoint taken at an
+    evaluated iteration holds the best-so-far and patience state that includes that
+    evaluation."""
 
-    def __init__(self, period: int, max_iter: int, writer: MetricsWriter) -> None:
-        self.period, self.max_iter, self.writer = period, max_iter, writer
+    def __init__(self, period: int, max_iter: int, evaluate: Callable[[], Any]) -> None:
+        self.period, self.max_iter, self.evaluate = period, max_iter, evaluate
 
-    def after_step(self, trainer: Trainer, losses: dict[str, torch.Tensor], images: int) -> None:
-        """Evaluate when the iteration is a multiple of test.eval_period (before the end)."""
+    def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
+        """Evaluate when the iteration is a multiple of the period (before the end)."""
         if self.period > 0 and trainer.iteration % self.period == 0:
             if trainer.iteration < self.max_iter:
-                run_evaluation(trainer, self.writer)
-
-
-def run_evaluation(trainer: Trainer, writer: MetricsWriter) -> dict[str, Any]:
-    """Evaluate the trainer's model, record the numeric metrics, put the model back in train
-    mode, keep them as `trainer.last_eval` and let `trainer.best` see them; returns
-    {"eval": metrics}."""
-    metrics = trainer.evaluate(trainer.model, trainer.iteration)
-    bbox = metrics.get("bbox", metrics)
-    flat = {
-        f"bbox/{k}": v
-        for k, v in bbox.items()
-        if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
-    }
-    writer.write({"iteration": trainer.iteration, **flat})
-    trainer.model.train()
-    trainer.last_eval = (trainer.iteration, metrics)
-    trainer.best.update(trainer, bbox, writer)
-    return {"eval": metrics}
+                self.evaluate()
 
 
 def _number(value: Any) -> float | None:
@@ -276,7 +228,7 @@ class BestCheckpoint:
         """solver.patience (> 0) evaluations in a row without a new best: time to stop."""
         return self.enabled and self.patience > 0 and self.stale >= self.patience
 
-    def update(self, trainer: Trainer, bbox: dict[str, Any], writer: MetricsWriter) -> None:
+    def update(self, trainer: TrainerBase, bbox: dict[str, Any], writer: MetricsWriter) -> None:
         """Rank the evaluation of `trainer.iteration` (its bbox metrics); save a new best.
 
         Every rank must see the same metrics (training_evaluator broadcasts them): saving is

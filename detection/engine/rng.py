@@ -1,4 +1,5 @@
-"""Saving and restoring every random number generator a training run draws from."""
+"""Saving and restoring every random number generator a training run draws from (every
+rank's, for a checkpoint)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 
 def seed_all(seed: int) -> None:
@@ -46,3 +48,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states(world_size: int) -> list[dict[str, Any]]:
+    """Every rank's random generator states, in rank order (collective with several ranks)."""
+    state = get_rng_state()
+    if world_size == 1:
+        return [state]
+    states: list = [None] * world_size
+    dist.all_gather_object(states, state)
+    return states

@@ -1,13 +1,16 @@
-"""Training a classifier: exact resume, the schedule, metrics and outputs, the tool's exits."""
+"""Training a classifier: exact resume, the schedule, metrics and outputs, the tool's exits, and
+the training core's checks: a non-finite loss or weight, ranks that hold different weights."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
 import torch
 from classification_helpers import write_cifar_batches
+from helpers import ROOT, run_tool, torchrun
 
 from detection.classification import ClassifierTrainer, load_classifier_config, train_classifier
 from detection.classification.engine import resolve_schedule
@@ -181,3 +184,95 @@ def test_empty_class_folder_exits_2(tiny_classifier, image_folder, tmp_path, cap
     assert _status(["--config", str(tiny_classifier(out="never"))]) == 2
     assert "has no images" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_non_finite_loss_stops_before_any_update(tiny_classifier, tmp_path):
+    """The training core's loss check, as the detection trainer's: a NaN loss raises before its
+    backward pass and its update, and nothing is written."""
+    trainer = ClassifierTrainer(load_classifier_config(tiny_classifier()))
+    with torch.no_grad():
+        trainer.model.fc.bias.fill_(float("nan"))
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"iteration 1: loss=nan; no update was applied"):
+        trainer.train()
+    for k, v in trainer.model.named_parameters():
+        # bit for bit, the injected NaNs included (NaN != NaN for torch.equal)
+        torch.testing.assert_close(
+            v, before[k], rtol=0, atol=0, equal_nan=True, msg=lambda m, k=k: f"{k}: {m}"
+        )
+    assert all(p.grad is None for p in trainer.model.parameters()), "a backward pass ran"
+    assert not (tmp_path / "out" / "last_checkpoint").exists()
+
+
+def test_non_finite_weights_are_not_saved(tiny_classifier, tmp_path):
+    """A weight that is not finite when a checkpoint is due stops the run; the last good
+    checkpoint stays the one the pointer names."""
+    cfg = load_classifier_config(tiny_classifier(), ["solver.checkpoint_period=1"])
+    trainer = ClassifierTrainer(cfg)
+    save = trainer.save
+
+    def save_after_a_blow_up(name, **kwargs):
+        if trainer.iteration == 2:
+            with torch.no_grad():
+                trainer.model.fc.weight[0, 0] = float("inf")
+        return save(name, **kwargs)
+
+    trainer.save = save_after_a_blow_up
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+    out = tmp_path / "out"
+    assert str(e.value).startswith(
+        "non-finite weights at iteration 2 (fc.weight); not saving model_0000002.pth. "
+        f"The last good checkpoint {out / 'model_0000001.pth'} is intact."
+    ), e.value
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000001.pth"
+    assert not (out / "model_0000002.pth").exists()
+
+
+# the classifier's command, where rank 1 moves one weight by one ulp just before the checkpoint
+# of iteration 2: DDP never re-synchronises parameters, so the ranks stay apart unless checked
+PERTURB_RANK_1 = """
+import sys
+
+import torch
+
+from detection.classification.engine import ClassifierTrainer
+from detection.cli.train_classifier import main
+
+save = ClassifierTrainer.save
+
+
+def perturbed_save(self, name, **kwargs):
+    if self.info.rank == 1 and self.iteration == 2:
+        with torch.no_grad():
+            p = self.model.fc.bias
+            p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(1e9))
+    return save(self, name, **kwargs)
+
+
+ClassifierTrainer.save = perturbed_save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # one torchrun launch of 2 processes: 20-40 s on 2 busy cores
+def test_ranks_with_different_weights_stop_the_run(tiny_classifier, tmp_path):
+    """Before every save the ranks check that they hold the same weights, as the detection
+    trainer's do: a diverged rank stops the run, naming the parameter, before anything is
+    written."""
+    script = tmp_path / "perturb_rank_1.py"
+    script.write_text(PERTURB_RANK_1)
+    config = tiny_classifier(out="ddp")
+    r = run_tool(
+        torchrun(script, "--config", config, "--device", "cpu"),
+        env_extra={"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        check=False,
+    )
+    assert r.returncode != 0
+    assert (
+        "training stopped: the processes hold different weights at iteration 2: "
+        "'fc.bias' (3,) on rank(s) [1] differs from rank 0's (1 of "
+    ) in r.stderr, r.stderr[-3000:]
+    assert "Not saving model_0000002.pth." in r.stderr
+    out = tmp_path / "ddp"
+    assert not list(out.glob("model_*.pth")) and not (out / "last_checkpoint").exists()
