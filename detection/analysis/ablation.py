@@ -36,6 +36,7 @@ from backbones import get_backbone
 from ..config import Config, ConfigError, config_from_dict, load_config, to_dict
 from ..evaluation.compare import METRIC_FIELDS, Entry, comparison_rows, load_entry
 from ..utils.io import write_text
+from ..utils.metrics import read_metrics
 from ..utils.tables import csv_table, markdown_table
 
 SET_KEYS = ("name", "description", "members", "baseline", "overrides", "output_dir")
@@ -202,18 +203,8 @@ def count_parameters(cfg: Config) -> int:
 
 def _last_loss(output_dir: Path) -> tuple[float | None, int | None]:
     """(total loss, iteration) of the last training record of metrics.jsonl."""
-    path = output_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None, None
-    loss = iteration = None
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed run
-        if "total_loss" in record:
-            loss, iteration = record["total_loss"], record.get("iteration")
-    return loss, iteration
+    train = [r for r in read_metrics(output_dir, missing_ok=True) if "total_loss" in r]
+    return (train[-1]["total_loss"], train[-1].get("iteration")) if train else (None, None)
 
 
 def collect_result(member: Member, cfg: Config) -> MemberResult:

@@ -27,6 +27,7 @@ from typing import Any
 from ..config import ConfigError
 from ..data.split import split_coco, val_indices
 from ..utils.io import write_json, write_text
+from ..utils.metrics import read_metrics
 from ..utils.tables import markdown_table
 from .ablation import AblationSet, run_ablation
 
@@ -149,15 +150,8 @@ def training_seconds(output_dir: str | Path) -> float | None:
     """Seconds of a resdet run's training loop: metrics.jsonl's time_per_iter times the
     iterations each record covers (a resumed run's file is truncated at its checkpoint, so the
     records' iterations increase)."""
-    path = Path(output_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return None
     total, previous, seen = 0.0, 0, False
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed run
+    for record in read_metrics(output_dir, missing_ok=True):
         if "time_per_iter" in record:
             it = int(record["iteration"])
             total += record["time_per_iter"] * (it - previous)

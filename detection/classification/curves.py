@@ -8,8 +8,6 @@ over it, and the summary gives the mean and range of their final errors.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -17,8 +15,7 @@ from pathlib import Path
 from statistics import fmean
 
 from ..utils.figures import pyplot, save_figure
-
-logger = logging.getLogger(__name__)
+from ..utils.metrics import read_metrics
 
 
 @dataclass
@@ -47,17 +44,9 @@ def read_run(run_dir: str | os.PathLike) -> RunCurves:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}: is it a classification run?")
-    train, val = [], []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s:%d is not JSON (a killed run's last line?); skipped", path, i)
-            continue
-        if "train_err" in record:
-            train.append(record)
-        elif "val/top1_err" in record:
-            val.append(record)
+    records = read_metrics(path)
+    train = [r for r in records if "train_err" in r]
+    val = [r for r in records if "train_err" not in r and "val/top1_err" in r]
     if not train:
         raise ValueError(f"{path} has no training records (train_err): not a classifier run?")
     return RunCurves(Path(run_dir).name, train, val)

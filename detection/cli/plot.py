@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args)
-    from detection.evaluation.curves import plot_training_curves, read_metrics
+    from detection.evaluation.curves import plot_training_curves
+    from detection.utils.metrics import read_metrics
 
     try:
         records = read_metrics(args.run)

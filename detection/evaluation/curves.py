@@ -1,31 +1,13 @@
-"""A training run's loss and AP curves (its metrics.jsonl), read and drawn to a PNG."""
+"""A training run's loss and AP curves drawn to a PNG, from its metrics.jsonl records (read
+with detection.utils.metrics.read_metrics)."""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 from ..utils.figures import pyplot
 
-logger = logging.getLogger(__name__)
-
 LOSSES = ("total_loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (or of that file); lines that are not JSON (a
-    killed run's torn last line) are skipped with a warning."""
-    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning("%s:%d is not JSON; skipped", path, i)
-    return records
 
 
 def plot_training_curves(records: list[dict], output: Path, title: str) -> None:
