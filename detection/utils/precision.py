@@ -180,8 +180,10 @@ def _onednn_verbose_header() -> str:
     import tempfile
 
     libc = ctypes.CDLL(None)
-    x = torch.randn(2, 32, 32, 32).to(memory_format=torch.channels_last)
-    conv = torch.nn.Conv2d(32, 32, 3).to(memory_format=torch.channels_last)
+    # no random numbers: the probe must not move the global generator (a seeded run would
+    # then differ from one in which the probe ran at another time)
+    x = torch.ones(2, 32, 32, 32).to(memory_format=torch.channels_last)
+    weight = torch.ones(32, 32, 3, 3).to(memory_format=torch.channels_last)
     # a user's ONEDNN_VERBOSE stays on (the context manager would switch it off on exit) and
     # gets back what was captured
     users_verbose = any(os.environ.get(v) for v in ("ONEDNN_VERBOSE", "DNNL_VERBOSE"))
@@ -193,7 +195,7 @@ def _onednn_verbose_header() -> str:
         try:
             os.dup2(tmp.fileno(), 1)
             with torch.no_grad(), verbose:
-                conv(x)
+                torch.nn.functional.conv2d(x, weight)
             libc.fflush(None)
         finally:
             os.dup2(saved, 1)

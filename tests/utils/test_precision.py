@@ -229,3 +229,12 @@ def test_fp16_training_on_cpu_is_a_config_error(tiny_config):
     path, _ = tiny_config
     with pytest.raises(ConfigError, match="solver.amp=fp16"):
         Trainer(load_config(path, ["solver.amp=fp16"]), log=lambda m: None)
+
+
+def test_the_onednn_probe_leaves_the_random_generator_alone():
+    """A seeded run must not depend on when the precision was first resolved."""
+    P.onednn_isa.cache_clear()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    P.onednn_isa()
+    assert torch.equal(torch.get_rng_state(), state)
