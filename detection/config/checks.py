@@ -11,6 +11,22 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message says what, where and how to fix it."""
 
 
+def _check_epochs(s) -> None:
+    """solver.max_epochs > 0; step_epochs only with it, increasing, inside (0, max_epochs)."""
+    if s.max_epochs is None:
+        if s.step_epochs is not None:
+            raise ConfigError("solver.step_epochs needs solver.max_epochs (or use solver.steps)")
+        return
+    if not s.max_epochs > 0:  # NaN too
+        raise ConfigError(f"solver.max_epochs must be > 0, got {s.max_epochs}")
+    steps = s.step_epochs or []
+    if steps != sorted(steps) or any(not 0 < e < s.max_epochs for e in steps):
+        raise ConfigError(
+            f"solver.step_epochs must be increasing and inside (0, solver.max_epochs="
+            f"{s.max_epochs:g}), got {steps}"
+        )
+
+
 def validate(cfg: Config) -> None:
     """The detection config's checks across fields; ConfigError with the fix in the message."""
     s = cfg.solver
@@ -18,6 +34,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"solver.steps must be increasing, got {s.steps}")
     if any(v <= 0 for v in (s.ims_per_batch, s.max_iter, s.checkpoint_period)):
         raise ConfigError("solver.ims_per_batch, solver.max_iter and checkpoint_period must be > 0")
+    _check_epochs(s)
     if s.accumulate < 1 or s.ims_per_batch % s.accumulate:
         raise ConfigError(
             f"solver.accumulate={s.accumulate} must be >= 1 and divide solver.ims_per_batch="
@@ -52,7 +69,7 @@ def validate(cfg: Config) -> None:
             f"model.rpn.iou_thresholds must be [negative_below, positive_from] with the first "
             f"<= the second, got {m.rpn.iou_thresholds}"
         )
-    if m.roi_heads.num_classes < 1:
+    if m.roi_heads.num_classes is not None and m.roi_heads.num_classes < 1:
         raise ConfigError("model.roi_heads.num_classes must be at least 1")
     for split in ("train", "test"):
         d = getattr(cfg.data, split)

@@ -96,7 +96,11 @@ class RPNConfig:
 class RoIHeadsConfig:
     """model.roi_heads: RoI pooling, the box head and its predictions."""
 
-    num_classes: int = opt(80, "object classes, background excluded")
+    num_classes: int | None = opt(
+        None,
+        "object classes, background excluded; null = the training set's categories (said at "
+        "start; a config that names another count than the data's is an error)",
+    )
     batch_size_per_image: int = opt(512, "RoIs sampled per image in training")
     positive_fraction: float = opt(0.25, "largest fraction of foreground RoIs")
     iou_threshold: float = opt(0.5, "IoU with a ground-truth box at which a RoI is foreground")
@@ -211,6 +215,16 @@ class SolverConfig:
     steps: list[int] = opt([60000, 80000], "iterations where the learning rate is scaled by gamma")
     gamma: float = opt(0.1, "learning-rate decay factor")
     max_iter: int = opt(90000, "total training iterations")
+    max_epochs: float | None = opt(
+        None,
+        "train this many passes over the training set instead: sets max_iter (ceil(images / "
+        "ims_per_batch) iterations per epoch) and steps (from step_epochs); null = max_iter",
+    )
+    step_epochs: list[float] | None = opt(
+        None,
+        "with max_epochs: epochs where the learning rate is scaled by gamma; null = at 2/3 and "
+        "8/9 of the epochs, where the 1x schedule decays",
+    )
     checkpoint_period: int = opt(5000, "iterations between checkpoints")
     log_period: int = opt(20, "iterations between metrics.jsonl records and progress updates")
     keep_checkpoints: int = opt(3, "periodic checkpoints kept on disk (model_final.pth always)")

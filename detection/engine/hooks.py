@@ -129,8 +129,10 @@ class LossMetricsHook(MetricsHook):
             img_s=f"{record['images_per_s']:.1f}",
             mem=f"{record['peak_memory_mb']:.0f}M",
         )
+        per_epoch = getattr(trainer, "iters_per_epoch", None)
+        epoch = f"(epoch {trainer.iteration / per_epoch:.2f}) " if per_epoch else ""
         line = (
-            f"iter {trainer.iteration}/{self.max_iter} "
+            f"iter {trainer.iteration}/{self.max_iter} {epoch}"
             + " ".join(f"{k}={v:.4g}" for k, v in self.means.items())
             + f" lr={lr:.3g} {record['images_per_s']:.1f} img/s"
         )

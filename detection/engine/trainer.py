@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError
+from ..config import Config
 from ..data import build_dataset, build_train_loader
 from ..data.build import batch_to_device
 from ..modeling import build_model
@@ -32,6 +32,7 @@ from .failures import (
 )
 from .hooks import BestCheckpoint, CheckpointHook, EvalHook, LossMetricsHook
 from .optim import build_optimizer, build_scheduler
+from .plan import check_test_split, classes_from_data, epochs_to_iterations
 
 # check_training_config and use_channels_last: imported from here by the benchmark and tests
 __all__ = ["Trainer", "check_training_config", "train", "use_channels_last"]
@@ -91,12 +92,10 @@ class Trainer(TrainerBase):
         self.evaluate = evaluate
         self.dataset = build_dataset(cfg, "train")
         self.class_names = self.dataset.class_names
-        k = len(self.class_names)
-        if k != cfg.model.roi_heads.num_classes:
-            raise ConfigError(
-                f"the training set has {k} classes but model.roi_heads.num_classes="
-                f"{cfg.model.roi_heads.num_classes}; set model.roi_heads.num_classes={k}"
-            )
+        classes_from_data(cfg, self.class_names, self.log)
+        self.iters_per_epoch = epochs_to_iterations(cfg, len(self.dataset), self.log)
+        if evaluate is not None:  # the evaluation's data fails now, not after the training
+            check_test_split(cfg, self.class_names)
         self.precision = training_precision(cfg.solver.amp, device)
         self.log(f"training precision: {self.precision}")
         # a run that will resume takes every weight from its checkpoint: model.weights and

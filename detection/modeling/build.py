@@ -233,9 +233,17 @@ def build_model(
     training set's) deciding the class predictor, its report in `model.weights_report`; or else
     `model.backbone.weights` (ImageNet) the backbone and the ImageNet part of the box head (res5
     or fc6/fc7). Without, the model keeps its random initialisation (to load a checkpoint into).
+    A null model.roi_heads.num_classes becomes the count of `class_names`.
     """
     _check_architecture(cfg)
     m = cfg.model
+    if m.roi_heads.num_classes is None:  # null: the data's classes (set in the config here)
+        if class_names is None:
+            raise ConfigError(
+                "model.roi_heads.num_classes is null (the training data's classes, when "
+                "training): set it to build a detector without data"
+            )
+        m.roi_heads.num_classes = len(class_names)
     num_classes = m.roi_heads.num_classes
     if class_names is not None and len(class_names) != num_classes:
         raise ConfigError(
