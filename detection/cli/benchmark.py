@@ -122,8 +122,8 @@ def _parser():
 
 def _run_onnx(args, say) -> dict:
     """--onnx: onnxruntime against our fast path; prints and returns the record."""
+    from detection.benchmark.onnx import benchmark_onnx
     from detection.deploy.export import ExportError
-    from detection.deploy.timing import benchmark_onnx
     from detection.modeling.zoo import resolve_weights
 
     try:
@@ -181,8 +181,8 @@ def _print_eval(result: dict) -> None:
 def _run(args, cfg, say) -> dict:
     """Measure what --mode names and print it; returns the result record."""
     # imported after the arguments are parsed: torchvision's ops and albumentations take ~2.5 s
-    from detection.engine.benchmark import benchmark, benchmark_data
-    from detection.evaluation.timing import benchmark_eval
+    from detection.benchmark.evaluation import benchmark_eval
+    from detection.benchmark.speed import benchmark, benchmark_data
 
     if args.mode == "data":
         result = benchmark_data(cfg, iters=args.iters or 50, warmup=args.warmup, progress=say)

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.data) == any(files) or (any(files) and not all(files)):
         parser.error("give --data, or all of --train, --val and --images")
     args.device = chosen_device(parser, args)
-    from detection.analysis import real_benchmark as rb
     from detection.analysis.ablation import load_ablation_set
+    from detection.benchmark import real_photos as rb
     from detection.config import ConfigError
     from detection.config.loader import resolve_config_path
     from detection.data import ImageReadError

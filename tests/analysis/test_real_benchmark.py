@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from detection.analysis import real_benchmark as rb
+from detection.benchmark import real_photos as rb
 from detection.cli.benchmark_real import main
 
 RACCOON = os.environ.get("RESDET_RACCOON", "")

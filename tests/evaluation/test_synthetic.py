@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from detection.benchmark.evaluation import same_metrics, time_evaluation
 from detection.evaluation import coco_evaluate
 from detection.evaluation.synthetic import synthetic_ground_truth, synthetic_results
-from detection.evaluation.timing import same_metrics, time_evaluation
 
 
 def test_synthetic_ground_truth_and_results(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from gpu_helpers import leave_only_checkpoint, load, train_on_cuda
 
+from detection.benchmark.speed import synthetic_batch
 from detection.config import load_config
-from detection.engine.benchmark import synthetic_batch
 from detection.engine.failures import TrainingError
 from detection.engine.trainer import Trainer
 

@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..analysis.ablation import AblationSet, run_ablation
 from ..config import ConfigError
 from ..data.split import split_coco, val_indices
 from ..utils.io import write_json, write_text
 from ..utils.metrics import read_metrics
 from ..utils.tables import markdown_table
-from .ablation import AblationSet, run_ablation
 
 ANCHOR_NAME = "torchvision"
 

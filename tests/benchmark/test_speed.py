@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from detection.benchmark import speed as benchmark_engine
+from detection.benchmark.speed import same_detections
 from detection.cli import benchmark as tool
-from detection.engine import benchmark as benchmark_engine
-from detection.engine.benchmark import same_detections
 
 ROOT = Path(__file__).resolve().parents[2]
 FPN = ROOT / "configs/coco/faster_rcnn_R50_FPN_1x.yaml"
@@ -70,7 +70,7 @@ def test_the_convolutions_do_not_outrun_the_peak():
 def test_peak_memory_is_the_calls_own():
     """The peak RSS of a call that touches 300 MiB shows them; the next call's peak, after the
     reset, does not (Linux's clear_refs)."""
-    from detection.engine.measure import timed_with_peak_memory
+    from detection.benchmark.measure import timed_with_peak_memory
 
     def allocate():
         torch.ones(300 * 2**20 // 4).sum()  # 300 MiB, written, then freed

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from .coco import coco_evaluate, load_coco
-from .synthetic import synthetic_ground_truth, synthetic_results
+from ..evaluation.coco import coco_evaluate, load_coco
+from ..evaluation.synthetic import synthetic_ground_truth, synthetic_results
 
 SYNTHETIC_SOURCE = "synthetic (ground truth jittered, 2 false positives per image)"
 # metrics the two backends must agree on (to 1e-6 percent)

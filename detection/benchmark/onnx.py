@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from ..engine.benchmark import synthetic_batch
-from ..engine.measure import p90
+from ..deploy.check import TOLERANCES, compare_detections
+from ..deploy.export import read_metadata
+from ..deploy.runtime import OnnxRunner
 from ..predictor import Predictor
-from .check import TOLERANCES, compare_detections
-from .export import read_metadata
-from .runtime import OnnxRunner
+from .measure import p90
+from .speed import synthetic_batch
 
 
 def _stats(times: list[float]) -> dict[str, float]:

@@ -3,7 +3,7 @@ and the same runs of torchvision's Faster R-CNN on equal weights, alternated wit
 training input pipeline's images/s.
 
 The measuring primitives are in .measure, the torchvision twin in detection.modeling.twin; the
-seconds of a COCO evaluation are measured by detection.evaluation.timing.
+seconds of a COCO evaluation are measured by detection.benchmark.evaluation.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import Config
 from ..config.datasets import dataset_label
+from ..engine.failures import use_channels_last
 from ..modeling import build_model, inference_options, prepare_for_inference
 from ..modeling.twin import torchvision_twin
 from ..predictor import Predictor
@@ -33,7 +34,6 @@ from .measure import (
     profile_top_ops,
     timed_with_peak_memory,
 )
-from .trainer import use_channels_last
 
 Progress = Callable[[str], None]
 
