@@ -19,7 +19,7 @@ from backbones.norm import NORMS
 from backbones.resnet import SHORTCUTS
 
 from ..config.loader import ConfigError, load_config
-from ..config.schema import opt, section
+from ..config.schema import DashboardConfig, opt, section
 
 DATASET_KINDS = ("imagefolder", "cifar10", "shapes_cls")
 
@@ -160,6 +160,7 @@ class ClassifierConfig:
     data: ClassifierDataConfig = section(ClassifierDataConfig, "the dataset")
     solver: ClassifierSolverConfig = section(ClassifierSolverConfig, "optimizer and schedule")
     test: ClassifierTestConfig = section(ClassifierTestConfig, "validation")
+    dashboards: DashboardConfig = section(DashboardConfig, "TensorBoard and Weights & Biases")
     output_dir: str = opt("output/classification", "where checkpoints and metrics are written")
     seed: int = opt(0, "random seed of initialisation, sampling and augmentation")
     imports: list[str] = opt(

@@ -303,6 +303,23 @@ class EvaluationConfig:
 
 
 @dataclass
+class DashboardConfig:
+    """dashboards: where training metrics go besides metrics.jsonl (rank 0)."""
+
+    tensorboard: bool = opt(
+        True,
+        "TensorBoard event files in OUTPUT/tensorboard where the package is installed (pip install "
+        "'resdet[tensorboard]'); without it, one notice says so",
+    )
+    wandb: bool = opt(
+        False,
+        "also log to Weights & Biases (pip install 'resdet[wandb]'; WANDB_MODE=offline keeps the "
+        "run on disk); the run is named after output_dir and a resumed run continues it",
+    )
+    wandb_project: str = opt("resdet", "the Weights & Biases project of dashboards.wandb")
+
+
+@dataclass
 class Config:
     """The whole experiment; every field is documented in field_docs()."""
 
@@ -311,6 +328,7 @@ class Config:
     data: DataConfig = section(DataConfig, "datasets and loading")
     solver: SolverConfig = section(SolverConfig, "optimizer and schedule")
     test: EvaluationConfig = section(EvaluationConfig, "evaluation")
+    dashboards: DashboardConfig = section(DashboardConfig, "TensorBoard and Weights & Biases")
     output_dir: str = opt("output", "where logs, checkpoints and metrics are written")
     seed: int = opt(0, "random seed of initialisation, sampling and augmentation")
     imports: list[str] = opt(

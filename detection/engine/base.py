@@ -305,7 +305,7 @@ class TrainerBase:
         model_final.pth; returns finish()'s result."""
         model = self.wrap()
         model.train()
-        writer = MetricsWriter(self.out, self.info.is_main)
+        writer = MetricsWriter(self.out, self.info.is_main, self.cfg.dashboards, to_dict(self.cfg))
         writer.truncate(self.iteration)  # a resumed run redoes what came after its checkpoint
         batches = iter(self.build_loader())
         hooks = self.build_hooks(writer)

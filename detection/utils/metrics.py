@@ -6,6 +6,8 @@ a torn last line: read_metrics skips it with a warning, and a resumed run drops 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -53,19 +55,22 @@ def read_metrics(run: str | os.PathLike, *, missing_ok: bool = False) -> list[di
 
 
 class MetricsWriter:
-    """Appends one JSON object per record to metrics.jsonl (and TensorBoard when installed)."""
+    """Appends one JSON object per record to metrics.jsonl, and sends the numbers to the
+    dashboards the config asks for (`dashboards`: TensorBoard where installed, Weights & Biases
+    when switched on); `config` is the run's resolved config as a dict, for W&B."""
 
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
+    def __init__(
+        self, output_dir: Path, enabled: bool, dashboards=None, config: dict | None = None
+    ) -> None:
         self.enabled = enabled
         self.path = Path(output_dir) / FILENAME
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
-            except (ImportError, ModuleNotFoundError):
-                self.tb = None
+        self.tb = self.wandb = None
+        if not enabled or dashboards is None:
+            return
+        if dashboards.tensorboard:
+            self.tb = _tensorboard(Path(output_dir) / "tensorboard")
+        if dashboards.wandb:
+            self.wandb = _wandb_run(Path(output_dir), dashboards.wandb_project, config or {})
 
     def write(self, record: dict[str, Any]) -> None:
         """Append `record` (it must hold "iteration"); numbers also go to TensorBoard."""
@@ -73,11 +78,17 @@ class MetricsWriter:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        numbers = {
+            k: v
+            for k, v in record.items()
+            if k != "iteration" and isinstance(v, int | float) and not isinstance(v, bool)
+        }
         if self.tb is not None:
-            for k, v in record.items():
-                if k != "iteration" and isinstance(v, int | float) and not isinstance(v, bool):
-                    self.tb.add_scalar(k, v, record["iteration"])
+            for k, v in numbers.items():
+                self.tb.add_scalar(k, v, record["iteration"])
             self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(numbers, step=record["iteration"])
 
     def truncate(self, iteration: int) -> None:
         """Drop the records written after `iteration`: a run resumed there redoes them (torn
@@ -92,6 +103,49 @@ class MetricsWriter:
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def close(self) -> None:
-        """Close the TensorBoard writer (metrics.jsonl is closed after every record)."""
+        """Close the dashboards (metrics.jsonl is closed after every record)."""
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+@functools.cache
+def _notice(message: str) -> None:
+    logger.warning(message)
+
+
+def _tensorboard(folder: Path):
+    """A TensorBoard SummaryWriter, or None (with one notice) where TensorBoard is missing."""
+    try:
+        import tensorboard  # noqa: F401 -- torch's writer needs the package itself
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        _notice(
+            "TensorBoard logging is off: the tensorboard package is not installed (pip install "
+            "'resdet[tensorboard]'; dashboards.tensorboard=false silences this)"
+        )
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _wandb_run(output_dir: Path, project: str, config: dict):
+    """A Weights & Biases run named after the output folder; one id per folder, so a resumed
+    run continues the same W&B run. Missing wandb is an error: it was asked for."""
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError(
+            "dashboards.wandb=true needs Weights & Biases: pip install 'resdet[wandb]' "
+            "(or set dashboards.wandb=false)"
+        ) from None
+    run_id = hashlib.sha1(str(output_dir.resolve()).encode()).hexdigest()[:12]
+    return wandb.init(
+        project=project,
+        name=output_dir.name,
+        id=run_id,
+        resume="allow",
+        dir=str(output_dir),
+        config=config,
+    )
