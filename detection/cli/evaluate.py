@@ -4,6 +4,7 @@
     resdet evaluate --checkpoint CKPT data.test.annotations=ann.json data.test.images=img/
     torchrun --nproc_per_node 2 -m detection.cli evaluate --checkpoint CKPT   # a shard per process
     resdet evaluate --checkpoint CKPT --analyze [--score-thresh 0.5]   # diagnostics
+    resdet evaluate --checkpoint CKPT --report                          # one page to look at
 
 The config is the one embedded in the checkpoint plus the overrides; with --config, that file
 plus the overrides replace it. Writes DIR/metrics.json ({"bbox": {AP, AP50, AP75, APs, APm, APl,
@@ -17,6 +18,10 @@ FP / FN of the detections scoring >= --score-thresh (default test.analyze_score_
 matched at IoU 0.5; a confusion matrix with background (missed objects, false detections);
 PR curves per class (pr_<class>.png); the worst images. analysis.json holds every number,
 summary.md (printed) the tables, confusion_matrix.png the matrix.
+
+--report (or test.report=true) does the same and writes DIR/report.html, one self-contained
+page: headline and per-class AP, PR curves, the confusion matrix, and the images with the most
+errors, ground truth and detections side by side.
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         "recall, confusions, PR curves, worst images (also done when test.analyze is true)",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write DIR/report.html: metrics, per-class table, PR curves, confusion matrix "
+        "and the worst images in one page (implies --analyze; or test.report=true)",
+    )
+    parser.add_argument(
         "--score-thresh",
         type=float,
         metavar="T",
@@ -74,6 +85,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     """Exit 2 on bad flags, before anything is loaded or written."""
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.report:  # the report is written with the diagnostics, by the config's switch
+        args.analyze = True
+        args.overrides.append("test.report=true")
     if args.score_thresh is not None and not args.analyze:
         parser.exit(
             2,
@@ -91,7 +105,7 @@ def _analyze_threshold(
 ) -> float | None:
     """The diagnostics' score threshold (None: no diagnostics), or exit 2 if the config's is
     out of range."""
-    if not (args.analyze or cfg.test.analyze):
+    if not (args.analyze or cfg.test.analyze or cfg.test.report):
         return None
     from detection.evaluation import check_analyze
 
@@ -158,6 +172,8 @@ def _report(record: dict, world_size: int, output_dir) -> None:
             f"\nwrote the diagnostics to {folder}/: analysis.json (every number), summary.md, "
             "confusion_matrix.png, pr_<class>.png"
         )
+    if "report" in record:
+        print(f"wrote the report {record['report']} (open it in a browser)")
 
 
 def main(argv: list[str] | None = None) -> int:

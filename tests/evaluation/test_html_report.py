@@ -130,3 +130,18 @@ def test_evaluation_writes_the_report_when_asked(tiny_checkpoint, tiny_coco, tmp
     page = (out / "report.html").read_text()
     assert all(f'<section id="{s}">' in page for s in SECTIONS)
     assert (out / "analysis" / "analysis.json").is_file()  # the report implies the diagnostics
+
+
+def test_evaluate_report_flag(tiny_checkpoint, tiny_coco, tmp_path, capsys):
+    from detection.cli import evaluate
+
+    ann, images = tiny_coco
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--output-dir", str(out), "--no-progress",
+            "--report", "data.test.name=null", f"data.test.annotations={ann}",
+            f"data.test.images={images}"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert f"wrote the report {out / 'report.html'}" in stdout
+    page = (out / "report.html").read_text()
+    assert all(f'<section id="{s}">' in page for s in SECTIONS)
