@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         coco, report = convert_labelme(args.labelme_dir, categories)
     except (OSError, ValueError) as e:
         parser.exit(1, f"{parser.prog}: {e}\n")
-    return write_import(coco, report, args.output, Path(args.labelme_dir).resolve())
+    return write_import(coco, report, args.output, Path(os.path.abspath(args.labelme_dir)))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def _image_of(path: Path, data: dict) -> Path | None:
     """The image a LabelMe file describes: its imagePath, else an image of the same stem."""
     given = data.get("imagePath")
     if given:
-        candidate = (path.parent / given.replace("\\", "/")).resolve()
+        # normpath, not resolve: a linked image keeps its place in the folder
+        candidate = Path(os.path.normpath(path.parent / given.replace("\\", "/")))
         if candidate.is_file():
             return candidate
     return find_image(path.parent, path.stem)
@@ -86,7 +87,7 @@ def convert_labelme(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder}")
-    files = [(p, _load(p)) for p in sorted(folder.rglob("*.json"))]
+    files = [(p, _load(p)) for p in sorted(Path(os.path.abspath(folder)).rglob("*.json"))]
     if not files:
         raise ValueError(f"no LabelMe .json files in {folder}")
     if categories is None:
@@ -98,7 +99,7 @@ def convert_labelme(
         }
         categories = sorted(str(label) for label in labels)
     cat_id = {name: i + 1 for i, name in enumerate(categories)}
-    base = Path(images_root).resolve() if images_root else folder.resolve()
+    base = Path(os.path.abspath(images_root if images_root else folder))
     report = ImportReport(f"LabelMe {folder}")
     images, annotations = [], []
     for path, data in files:

@@ -78,7 +78,7 @@ def split_images(root: Path, data: dict, split: str | None) -> list[Path]:
         base = Path(data.get("path") or ".")
         base = base if base.is_absolute() else root / base
         entries = data[key] if isinstance(data[key], list) else [data[key]]
-        return [img for e in entries for img in _images_in((base / e).resolve())]
+        return [img for e in entries for img in _images_in(Path(os.path.normpath(base / e)))]
     if split is not None:
         for name in SPLIT_ALIASES.get(split, (split,)):
             for candidate in (root / "images" / name, root / name / "images"):
