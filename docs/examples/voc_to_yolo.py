@@ -41,9 +41,10 @@ def main(voc: Path, out: Path, splits: list[str]) -> None:
             link = out / "images" / split / file_name
             if not link.exists():
                 os.symlink((voc / "JPEGImages" / file_name).resolve(), link)
+            # full precision (repr): the boxes read back equal the VOC ones to ~1e-13 px
             lines = [
-                f"{names.index(n)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                f"{names.index(n)} {(x1 + x2) / 2 / w!r} {(y1 + y2) / 2 / h!r} "
+                f"{(x2 - x1) / w!r} {(y2 - y1) / h!r}"
                 for n, x1, y1, x2, y2 in boxes
             ]
             label = out / "labels" / split / f"{Path(file_name).stem}.txt"
