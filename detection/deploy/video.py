@@ -141,6 +141,49 @@ def _frame_record(index: int, fps: float, det: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def _outputs(capture, path: Path, output_dir: str | os.PathLike):
+    """(fps, size, fourcc, the annotated video's path, the jsonl's path) of a video: the
+    input's codec where it can be written, never the input itself."""
+    cv2 = _cv2()
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fourcc = _fourcc_name(int(capture.get(cv2.CAP_PROP_FOURCC)))
+    fourcc, suffix = output_codec(fourcc, path.suffix.lower(), fps, size, out)
+    target, jsonl = out / f"{path.stem}{suffix}", out / f"{path.stem}.jsonl"
+    if target.resolve() == path.resolve():  # never replace the input
+        target = out / f"{path.stem}.detections{suffix}"
+    return fps, size, fourcc, target, jsonl
+
+
+def _run_frames(capture, predictor, every: int, fps: float, writer, lines, bar) -> tuple:
+    """Detect on every `every`-th frame, draw the latest detections on each frame; returns
+    (frames, processed frames, detections)."""
+    from ..data import draw_boxes  # data imports albumentations: lazily
+
+    names = list(predictor.class_names)
+    frames = processed = detections = 0
+    last = None
+    start = time.perf_counter()
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        if frames % every == 0:  # frame 0 always: `last` is set here
+            last = predictor(rgb)
+            processed += 1
+            detections += len(last["scores"])
+            lines.write(json.dumps(_frame_record(frames, fps, last), allow_nan=False) + "\n")
+        drawn = draw_boxes(rgb, last["boxes"], last["labels"], names, last["scores"])
+        writer.write(np.ascontiguousarray(np.asarray(drawn)[:, :, ::-1]))
+        frames += 1
+        bar.update()
+        bar.set_postfix_str(f"{processed / (time.perf_counter() - start):.2f} detected frames/s")
+    return frames, processed, detections
+
+
 def predict_video(
     predictor,
     path: str | os.PathLike,
@@ -155,29 +198,14 @@ def predict_video(
     and DIR/<stem>.jsonl ({"frame", "time_s", "detections": [{"box" xyxy, "score", "label",
     "class"}]} per processed frame). A video that cannot be decoded raises VideoReadError
     before anything is written."""
-    from ..data import draw_boxes  # data imports albumentations: lazily
-
     if every < 1:
         raise ValueError(f"--every {every}: give a positive number of frames")
     cv2 = _cv2()
     path = Path(path)
     capture = open_video(path)
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        size = (
-            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        fourcc = _fourcc_name(int(capture.get(cv2.CAP_PROP_FOURCC)))
-        fourcc, suffix = output_codec(fourcc, path.suffix.lower(), fps, size, out)
-        target, jsonl = out / f"{path.stem}{suffix}", out / f"{path.stem}.jsonl"
-        if target.resolve() == path.resolve():  # never replace the input
-            target = out / f"{path.stem}.detections{suffix}"
-        names = list(predictor.class_names)
-        frames = processed = detections = 0
+        fps, size, fourcc, target, jsonl = _outputs(capture, path, output_dir)
         start = time.perf_counter()
         with atomic_path(target) as video_tmp, atomic_path(jsonl) as jsonl_tmp:
             writer = _writer(video_tmp, fourcc, fps, size)
@@ -186,29 +214,9 @@ def predict_video(
             bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress)
             try:
                 with open(jsonl_tmp, "w") as lines:
-                    last = None
-                    while True:
-                        ok, bgr = capture.read()
-                        if not ok:
-                            break
-                        if frames % every == 0:  # frame 0 always: `last` is set below
-                            last = predictor(np.ascontiguousarray(bgr[:, :, ::-1]))
-                            processed += 1
-                            detections += len(last["scores"])
-                            record = _frame_record(frames, fps, last)
-                            lines.write(json.dumps(record, allow_nan=False) + "\n")
-                        drawn = draw_boxes(
-                            np.ascontiguousarray(bgr[:, :, ::-1]),
-                            last["boxes"],
-                            last["labels"],
-                            names,
-                            last["scores"],
-                        )
-                        writer.write(np.ascontiguousarray(np.asarray(drawn)[:, :, ::-1]))
-                        frames += 1
-                        bar.update()
-                        elapsed = time.perf_counter() - start
-                        bar.set_postfix_str(f"{processed / elapsed:.2f} detected frames/s")
+                    frames, processed, detections = _run_frames(
+                        capture, predictor, every, fps, writer, lines, bar
+                    )
             finally:
                 bar.close()
                 writer.release()
