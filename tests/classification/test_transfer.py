@@ -45,6 +45,7 @@ def test_resnet18_pretraining_initialises_the_fpn_detector(tiny_classifier):
             "model.neck.name=fpn",
             "model.anchors.sizes=[[32], [64], [128], [256], [512]]",
             "model.roi_heads.box_head=2fc",
+            "model.roi_heads.num_classes=80",  # no data to take it from
         ],
     )
     detector = build_model(cfg)
@@ -64,6 +65,7 @@ def test_vgg16_pretraining_initialises_backbone_and_fc6_fc7(tiny_classifier):
             f"model.backbone.weights={path}",
             "model.roi_heads.box_head=vgg_fc",
             "model.roi_heads.pooler_resolution=7",  # fc6's 7x7 input
+            "model.roi_heads.num_classes=80",  # no data to take it from
         ],
     )
     detector = build_model(cfg)
