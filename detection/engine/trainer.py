@@ -94,7 +94,8 @@ class Trainer(TrainerBase):
         self.class_names = self.dataset.class_names
         classes_from_data(cfg, self.class_names, self.log)
         self.iters_per_epoch = epochs_to_iterations(cfg, len(self.dataset), self.log)
-        if evaluate is not None:  # the evaluation's data fails now, not after the training
+        if evaluate is not None and cfg.test.eval_period >= 0:  # -1: never evaluated
+            # the evaluation's data fails now, not after the training
             check_test_split(cfg, self.class_names)
         self.precision = training_precision(cfg.solver.amp, device)
         self.log(f"training precision: {self.precision}")

@@ -125,7 +125,7 @@ def test_a_bad_test_set_fails_before_the_first_iteration(
     tiny_config, tmp_path, datasets_root, make, message
 ):
     path, out = tiny_config
-    overrides = ["data.test.name=null", *make(tmp_path, datasets_root)]
+    overrides = ["data.test.name=null", "test.eval_period=0", *make(tmp_path, datasets_root)]
     if not any(o.startswith("data.test.images") for o in overrides):
         overrides.append(f"data.test.images={datasets_root}/shapes/val")
     cfg = load_config(path, overrides)
@@ -134,3 +134,10 @@ def test_a_bad_test_set_fails_before_the_first_iteration(
         Trainer(cfg, log=lambda m: None, evaluate=lambda *a, **k: {})
     assert time.perf_counter() - start < 30
     assert not out.exists()  # nothing written
+
+
+def test_a_run_that_never_evaluates_does_not_open_the_test_set(tiny_config, tmp_path):
+    path, _ = tiny_config
+    overrides = ["data.test.name=null", f"data.test.annotations={tmp_path}/missing.json",
+                 f"data.test.images={tmp_path}", "test.eval_period=-1"]  # fmt: skip
+    Trainer(load_config(path, overrides), log=lambda m: None, evaluate=lambda *a, **k: {})
