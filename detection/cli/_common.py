@@ -1,10 +1,13 @@
-"""What several commands share beyond detection.config.cli: the --device option."""
+"""What several commands share beyond detection.config.cli: the --device option, and how an
+importer's COCO json is written and reported."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from detection.utils.device import DEVICE_HELP, describe_device, resolve_device
 
@@ -30,3 +33,19 @@ def say_device(args: argparse.Namespace) -> None:
     """Print on stderr which device chosen_device chose, and why (the first process only)."""
     if os.environ.get("RANK", "0") == "0" and getattr(args, "device_line", None):
         print(args.device_line, file=sys.stderr, flush=True)
+
+
+def write_import(coco: dict, report, output: str, images_root) -> int:
+    """Write an importer's COCO json, print what it holds, what was skipped, and how to train."""
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coco))
+    names = ", ".join(c["name"] for c in coco["categories"])
+    print(
+        f"wrote {path}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
+        f"{len(coco['categories'])} categories: {names}"
+    )
+    if report.counts:
+        print(report.format())
+    print(f"train with: data.train.annotations={path} data.train.images={images_root}")
+    return 0

@@ -12,28 +12,12 @@ differs from the image stops the conversion, naming the file and shape.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
+from detection.cli._common import write_import
 from detection.config.cli import add_logging_arguments, configure_logging
-
-
-def write_import(coco: dict, report, output: str, images_root) -> int:
-    """Write an importer's COCO json, print what it holds, what was skipped, and how to train."""
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(coco))
-    names = ", ".join(c["name"] for c in coco["categories"])
-    print(
-        f"wrote {path}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
-        f"{len(coco['categories'])} categories: {names}"
-    )
-    if report.counts:
-        print(report.format())
-    print(f"train with: data.train.annotations={path} data.train.images={images_root}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

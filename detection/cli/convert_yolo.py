@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args)
-    from detection.cli.convert_labelme import write_import
+    from detection.cli._common import write_import
     from detection.data.yolo import convert_yolo
 
     try:
