@@ -175,8 +175,8 @@ class ClassifierTrainer(TrainerBase):
         s, t = self.cfg.solver, self.cfg.test
         return [
             ClassifierMetricsHook(self, writer),
-            EvalHook(t.eval_period, self.max_iter, lambda: self.validate(writer)),
-            CheckpointHook(s.checkpoint_period, self.max_iter),
+            EvalHook(t.eval_period, lambda: self.validate(writer)),
+            CheckpointHook(s.checkpoint_period),
         ]
 
     def validate(self, writer: MetricsWriter | None = None) -> dict[str, float]:

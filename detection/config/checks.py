@@ -35,6 +35,8 @@ def validate(cfg: Config) -> None:
     if any(v <= 0 for v in (s.ims_per_batch, s.max_iter, s.checkpoint_period)):
         raise ConfigError("solver.ims_per_batch, solver.max_iter and checkpoint_period must be > 0")
     _check_epochs(s)
+    if s.max_seconds is not None and not s.max_seconds > 0:  # NaN too
+        raise ConfigError(f"solver.max_seconds must be > 0 (or null), got {s.max_seconds}")
     if s.accumulate < 1 or s.ims_per_batch % s.accumulate:
         raise ConfigError(
             f"solver.accumulate={s.accumulate} must be >= 1 and divide solver.ims_per_batch="

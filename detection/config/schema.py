@@ -225,6 +225,12 @@ class SolverConfig:
         "with max_epochs: epochs where the learning rate is scaled by gamma; null = at 2/3 and "
         "8/9 of the epochs, where the 1x schedule decays",
     )
+    max_seconds: float | None = opt(
+        None,
+        "a time budget for the training loop: after a timed start (5% of the budget, at most "
+        "2 minutes), max_iter and steps are scaled to the iterations that fit in this many "
+        "seconds (the schedule's shape and warmup kept); null = max_iter (or max_epochs)",
+    )
     checkpoint_period: int = opt(5000, "iterations between checkpoints")
     log_period: int = opt(20, "iterations between metrics.jsonl records and progress updates")
     keep_checkpoints: int = opt(3, "periodic checkpoints kept on disk (model_final.pth always)")

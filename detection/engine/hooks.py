@@ -39,12 +39,11 @@ class MetricsHook(Hook):
     def __init__(self, trainer: TrainerBase, writer: MetricsWriter) -> None:
         self.writer = writer
         self.period = trainer.cfg.solver.log_period
-        self.max_iter = trainer.max_iter
         self.world_size = trainer.info.world_size
         self.is_main = trainer.info.is_main
         self.tty = sys.stderr.isatty()
         self.bar = tqdm(
-            total=self.max_iter,
+            total=trainer.max_iter,
             initial=trainer.iteration,
             desc="train",
             unit="it",
@@ -63,13 +62,16 @@ class MetricsHook(Hook):
 
     def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
         """Accumulate the outputs; at the end of a period write the record and reset."""
+        if self.bar.total != trainer.max_iter:  # a time budget (budget.py) moved the end
+            self.bar.total = trainer.max_iter
+            self.bar.refresh()
         self.bar.update(1)
         for k, v in outputs.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.count += 1
         self.images += images
         self.data_time += trainer.last_data_time
-        if trainer.iteration % self.period == 0 or trainer.iteration == self.max_iter:
+        if trainer.iteration % self.period == 0 or trainer.iteration == trainer.max_iter:
             self._write(trainer)
             self._reset()
 
@@ -132,7 +134,7 @@ class LossMetricsHook(MetricsHook):
         per_epoch = getattr(trainer, "iters_per_epoch", None)
         epoch = f"(epoch {trainer.iteration / per_epoch:.2f}) " if per_epoch else ""
         line = (
-            f"iter {trainer.iteration}/{self.max_iter} {epoch}"
+            f"iter {trainer.iteration}/{trainer.max_iter} {epoch}"
             + " ".join(f"{k}={v:.4g}" for k, v in self.means.items())
             + f" lr={lr:.3g} {record['images_per_s']:.1f} img/s"
         )
@@ -143,12 +145,12 @@ class CheckpointHook(Hook):
     """Saves `model_<iteration>.pth` every `solver.checkpoint_period` iterations (the final
     checkpoint is the trainer's own)."""
 
-    def __init__(self, period: int, max_iter: int) -> None:
-        self.period, self.max_iter = period, max_iter
+    def __init__(self, period: int) -> None:
+        self.period = period
 
     def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
         """Save a periodic checkpoint when the iteration is a multiple of the period."""
-        if trainer.iteration % self.period == 0 and trainer.iteration < self.max_iter:
+        if trainer.iteration % self.period == 0 and trainer.iteration < trainer.max_iter:
             trainer.save(f"model_{trainer.iteration:07d}.pth")
 
 
@@ -158,13 +160,13 @@ class EvalHook(Hook):
     evaluated iteration holds the best-so-far and patience state that includes that
     evaluation."""
 
-    def __init__(self, period: int, max_iter: int, evaluate: Callable[[], Any]) -> None:
-        self.period, self.max_iter, self.evaluate = period, max_iter, evaluate
+    def __init__(self, period: int, evaluate: Callable[[], Any]) -> None:
+        self.period, self.evaluate = period, evaluate
 
     def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
         """Evaluate when the iteration is a multiple of the period (before the end)."""
         if self.period > 0 and trainer.iteration % self.period == 0:
-            if trainer.iteration < self.max_iter:
+            if trainer.iteration < trainer.max_iter:
                 self.evaluate()
 
 

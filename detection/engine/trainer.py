@@ -24,6 +24,7 @@ from ..utils.logging import console_configured, log_to_file, remove_log_file
 from ..utils.metrics import MetricsWriter
 from ..utils.precision import autocast
 from .base import Hook, TrainerBase
+from .budget import TimeBudgetHook
 from .failures import (
     check_training_config,
     out_of_memory_error,
@@ -114,6 +115,8 @@ class Trainer(TrainerBase):
         t = cfg.test
         self.best = BestCheckpoint(t.best_metric, cfg.solver.patience, t.eval_period > 0)
         self.last_eval: tuple[int, dict[str, Any]] | None = None
+        self.budget: TimeBudgetHook | None = None  # solver.max_seconds (built with the hooks)
+        self.budget_state: dict[str, Any] = {}  # a resumed run's budget (seconds spent, decision)
         # only now that the data, the model (and model.weights) and the schedule are known
         # good: bad input must fail before anything is written
         self.open_output_dir()
@@ -124,10 +127,13 @@ class Trainer(TrainerBase):
 
     def extra_state(self) -> dict[str, Any]:
         """The loader's position and the best-checkpoint / patience state."""
-        return {
+        state = {
             "data": {"start_iter": self.iteration, "world_size": self.info.world_size},
             "best": self.best.state_dict(),
         }
+        if self.budget is not None:
+            state["budget"] = self.budget.state_dict()
+        return state
 
     def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
         """The core's state, then the best-checkpoint / patience state."""
@@ -136,6 +142,7 @@ class Trainer(TrainerBase):
             problem = self.best.load_state_dict(ckpt["best"])
             if problem:
                 warnings.warn(f"resuming {path}: {problem}", stacklevel=3)
+        self.budget_state = ckpt.get("budget") or {}
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -190,10 +197,17 @@ class Trainer(TrainerBase):
         checkpoint then holds the evaluation of its own iteration in its best/patience state,
         and the RNG state after it, so that --resume repeats the run exactly)."""
         s, t = self.cfg.solver, self.cfg.test
-        hooks: list[Hook] = [LossMetricsHook(self, writer)]
+        hooks: list[Hook] = []
+        if s.max_seconds is not None:  # first: the others see the end it sets at the same step
+            b = self.budget_state
+            self.budget = TimeBudgetHook(
+                self, s.max_seconds, b.get("seconds_spent", 0.0), b.get("max_iter")
+            )
+            hooks.append(self.budget)
+        hooks.append(LossMetricsHook(self, writer))
         if self.evaluate is not None:
-            hooks.append(EvalHook(t.eval_period, s.max_iter, lambda: self.run_evaluation(writer)))
-        hooks.append(CheckpointHook(s.checkpoint_period, s.max_iter))
+            hooks.append(EvalHook(t.eval_period, lambda: self.run_evaluation(writer)))
+        hooks.append(CheckpointHook(s.checkpoint_period))
         return hooks
 
     def stop_reason(self) -> str | None:
@@ -219,7 +233,7 @@ class Trainer(TrainerBase):
     def finish(self, writer: MetricsWriter, hooks: list[Hook]) -> dict[str, Any]:
         """The last metrics record, plus {"eval": metrics} of the final evaluation
         (test.eval_period >= 0)."""
-        result = dict(hooks[0].last_record)
+        result = dict(next(h for h in hooks if isinstance(h, LossMetricsHook)).last_record)
         if self.evaluate is not None and self.cfg.test.eval_period >= 0:
             result.update(self._final_evaluation(writer))
         writer.close()

@@ -1,0 +1,93 @@
+"""solver.max_seconds: the schedule scaled to the iterations that fit in a time budget.
+
+The trainer's clock is replaced by one that advances two seconds per iteration, so the decision
+is exact wherever the test runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from detection.config import ConfigError, load_config
+from detection.engine import budget
+from detection.engine.budget import scaled_steps
+from detection.engine.trainer import Trainer
+
+SECONDS_PER_ITER = 2.0
+
+
+def test_scaled_steps_keep_their_fractions():
+    assert scaled_steps([240], 300, 1000) == [800]
+    assert scaled_steps([6, 9], 12, 30) == [15, 22]  # 22.5 rounds to even
+    assert scaled_steps([1, 11], 12, 2) == []  # at 0 or at the end: no step
+
+
+def test_a_budget_must_be_positive(tiny_config):
+    path, _ = tiny_config
+    with pytest.raises(ConfigError, match="max_seconds must be > 0"):
+        load_config(path, ["solver.max_seconds=0"])
+
+
+def _train(path, monkeypatch, overrides, *, resume=False):
+    cfg = load_config(path, ["solver.max_iter=8", "solver.steps=[4]", *overrides])
+    lines: list[str] = []
+    trainer = Trainer(cfg, log=lines.append, resume=resume)
+    if resume:
+        trainer.resume()
+    # the clock: two seconds per iteration done (as the hook reads it after each step)
+    first = trainer.iteration
+    monkeypatch.setattr(
+        budget.time, "perf_counter", lambda: SECONDS_PER_ITER * (trainer.iteration - first)
+    )
+    trainer.train()
+    return trainer, lines
+
+
+def _lrs(out):
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["iteration"]: r["lr"] for r in records if "lr" in r}
+
+
+def test_the_schedule_stretches_to_the_budget(tiny_config, monkeypatch):
+    path, out = tiny_config
+    trainer, lines = _train(path, monkeypatch, ["solver.max_seconds=32", "solver.log_period=1"])
+    # the 8-iteration schedule ends before 10 are timed: the decision comes at its last step but
+    # one, 7 (2 left out, 5 timed at 2 s); 18 s are left: 9 more
+    assert trainer.iteration == trainer.max_iter == 16
+    said = [line for line in lines if line.startswith("time budget solver.max_seconds=32")]
+    assert said and "max_iter=16" in said[0] and "LR steps at [8]" in said[0], lines
+    assert any("16 iterations in 32 s of 32 s (+0.0%)" in line for line in lines), lines
+    lrs = _lrs(out)
+    assert max(lrs) == 16
+    # the moved step: the LR of the 9th iteration (scheduler index 8) is the first decayed one
+    assert lrs[8] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.001)
+    # the budget's decision is kept in the checkpoint; the config stays as given
+    ckpt = torch.load(out / "model_final.pth", weights_only=False)
+    assert ckpt["budget"]["max_iter"] == 16
+    assert ckpt["config"]["solver"]["max_iter"] == 8
+
+
+def test_a_short_budget_shrinks_the_schedule(tiny_config, monkeypatch):
+    path, _ = tiny_config
+    # after 10 iterations (8 timed), 20 s of a 14 s budget are spent: training stops there
+    overrides = ["solver.max_iter=12", "solver.steps=[6]", "solver.max_seconds=14"]
+    trainer, lines = _train(path, monkeypatch, overrides)
+    assert trainer.iteration == trainer.max_iter == 10
+    assert any("max_iter=10" in line and "LR steps at [5]" in line for line in lines), lines
+
+
+def test_a_resumed_run_keeps_the_decision(tiny_config, monkeypatch):
+    path, out = tiny_config
+    overrides = ["solver.max_seconds=32", "solver.checkpoint_period=12"]
+    whole, _ = _train(path, monkeypatch, overrides)
+    final = {k: v.clone() for k, v in whole.model.state_dict().items()}
+    # the same run stopped at its checkpoint of iteration 12, then resumed
+    (out / "last_checkpoint").write_text("model_0000012.pth")
+    resumed, lines = _train(path, monkeypatch, overrides, resume=True)
+    assert resumed.iteration == resumed.max_iter == 16
+    assert not any(line.startswith("time budget solver") for line in lines)  # not decided again
+    assert any("16 iterations in 32 s" in line for line in lines), lines
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, final[name]), name
