@@ -19,6 +19,7 @@ A member's name is its `name`, or its config file's stem; it must be unique. Its
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -232,7 +233,24 @@ def is_done(cfg: Config) -> bool:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
     # through JSON, as the stored record went, so tuples and lists compare equal
-    return record.get("config") == json.loads(json.dumps(to_dict(cfg)))
+    given = json.loads(json.dumps(to_dict(cfg)))
+    return record.get("config") == as_trained(given, record.get("config"))
+
+
+def as_trained(given: dict[str, Any], trained: Any) -> dict[str, Any]:
+    """The config dict `given` with what training settles from the data taken from the
+    `trained` record: the number of classes where `given` leaves it null, max_iter, steps and
+    warmup_iters where it sets max_epochs."""
+    if not isinstance(trained, dict):
+        return given
+    out = copy.deepcopy(given)
+    heads = out["model"]["roi_heads"]
+    if heads.get("num_classes") is None:
+        heads["num_classes"] = trained.get("model", {}).get("roi_heads", {}).get("num_classes")
+    if out["solver"].get("max_epochs") is not None:
+        for key in ("max_iter", "steps", "warmup_iters"):
+            out["solver"][key] = trained.get("solver", {}).get(key)
+    return out
 
 
 def train_and_evaluate(cfg: Config, *, device: str = "cpu", resume: bool = False) -> None:

@@ -160,3 +160,18 @@ def test_a_failing_member_is_reported(tmp_path, monkeypatch, capsys):
         "| plain | plain-18 | n/a | n/a | baseline | baseline | n/a | failed: non-finite" in printed
     )
     assert (tmp_path / "o" / "ablation.csv").is_file()
+
+
+def test_a_run_that_took_its_classes_or_iterations_from_the_data_is_done(tiny_config):
+    """--reuse: a config with num_classes null or a schedule in epochs equals the record of the
+    run it made, which holds the resolved values."""
+    from detection.analysis.ablation import as_trained
+    from detection.config import load_config, to_dict
+
+    path, _ = tiny_config
+    given = to_dict(load_config(path, ["model.roi_heads.num_classes=null", "solver.max_epochs=2"]))
+    trained = to_dict(load_config(path, ["model.roi_heads.num_classes=5", "solver.max_epochs=2"]))
+    trained["solver"].update(max_iter=40, steps=[27], warmup_iters=2)
+    assert as_trained(given, trained) == trained
+    other = to_dict(load_config(path, ["model.roi_heads.num_classes=3", "seed=1"]))
+    assert as_trained(given, other) != other  # a different seed stays different
