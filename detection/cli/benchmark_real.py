@@ -1,5 +1,4 @@
-"""Real-photo benchmark: torchvision's Faster R-CNN vs resdet's recipes, at equal time and at
-equal iterations, over several seeds.
+"""Real-photo benchmark: torchvision's Faster R-CNN vs resdet's recipes.
 
     resdet benchmark-real --data ../shared/datasets/bccd \
         --anchor ../shared/anchors/torchvision_frcnn_baseline.py --seeds 0 1 2
@@ -13,14 +12,14 @@ ImageSets/Main lists when it has trainval.txt and test.txt (train on trainval, r
 --splits names others), else every 5th image to val (the raccoon set's agreed 160 / 40 split).
 --train/--val/--images take a COCO split instead. For each seed the anchor script (torchvision's
 detector, ResNet-18 FPN from scratch, ITERS x 4 images at 320 / 512) runs first, then every
-member of the set (default real/benchmark.yaml) with the anchor's training seconds of that seed
-as its time budget (solver.max_seconds: the schedule laid out over the iterations that fit)
-and with max_iter = ITERS (--budgets picks). Each run lives in OUTPUT_DIR/seed<k>/<name> (equal
-time: seed<k>/time/<name>); the tables (AP, AP50, AP75 with the seeds' range, APs/m/l,
-per-class AP, iterations, training seconds, time relative to torchvision) are printed and
-written to OUTPUT_DIR/benchmark.md and benchmark.json. The anchor takes ~40 minutes per seed
-on 2 CPU cores: run it alone on the machine; --reuse keeps finished runs, so an interrupted
-benchmark continues where it stopped.
+member of the set (default real/benchmark.yaml) at equal time, the anchor's training seconds
+of that seed as its budget (solver.max_seconds: the schedule laid out over the iterations that
+fit), and at equal iterations, max_iter = ITERS (--budgets picks). Each run lives in
+OUTPUT_DIR/seed<k>/<name> (equal time: seed<k>/time/<name>); the tables (AP, AP50, AP75 with
+the seeds' range, APs/m/l, per-class AP, iterations, training seconds, time relative to
+torchvision) are printed and written to OUTPUT_DIR/benchmark.md and benchmark.json. The
+anchor takes ~40 minutes per seed on 2 CPU cores: run it alone on the machine; --reuse keeps
+finished runs, so an interrupted benchmark continues where it stopped.
 """
 
 from __future__ import annotations
