@@ -57,7 +57,7 @@ class ClassifierMetricsHook(MetricsHook):
         """Loss and error on the bar; also lr and images/s in the log line."""
         postfix = dict(loss=f"{record['loss']:.3f}", err=f"{record['train_err']:.1f}%")
         line = (
-            f"iter {trainer.iteration}/{self.max_iter} loss={record['loss']:.4g} "
+            f"iter {trainer.iteration}/{trainer.max_iter} loss={record['loss']:.4g} "
             f"train_err={record['train_err']:.2f}% lr={record['lr']:.3g} "
             f"{record['images_per_s']:.1f} img/s"
         )
