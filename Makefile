@@ -63,9 +63,10 @@ pretrain-demo: venv
 		--output output/classification/degradation.png
 
 # The real-photo learning benchmark (docs/real-photos.md): torchvision's Faster R-CNN (the anchor
-# script) against resdet's recipes in configs/real/, the same budget, on a Pascal VOC folder split
-# every 5th image to val. About 40 minutes per run on 2 CPU cores; rerunning continues (--reuse).
-#   make real-benchmark DATA=../shared/datasets/raccoon ANCHOR=../shared/anchors/torchvision_frcnn_baseline.py
+# script) against resdet's recipes in configs/real/, at equal time and at equal iterations, on a
+# Pascal VOC folder (split by its ImageSets/Main trainval / test lists, else every 5th image to
+# val). About 45 minutes per run on 2 CPU cores; rerunning continues (--reuse).
+#   make real-benchmark DATA=../shared/datasets/bccd ANCHOR=../shared/anchors/torchvision_frcnn_baseline.py ARGS="--seeds 0 1 2"
 .PHONY: real-benchmark
 real-benchmark: venv
 	@test -n "$(DATA)" || { echo "set DATA=<VOC folder> (and ANCHOR=<anchor script>)"; exit 2; }
