@@ -35,8 +35,9 @@ def say_device(args: argparse.Namespace) -> None:
         print(args.device_line, file=sys.stderr, flush=True)
 
 
-def write_import(coco: dict, report, output: str, images_root) -> int:
-    """Write an importer's COCO json, print what it holds, what was skipped, and how to train."""
+def write_import(coco: dict, report, output: str, images_root, split: str | None = None) -> int:
+    """Write an importer's COCO json, print what it holds, what was skipped, and how to use it
+    (a test or val split as data.test, any other as data.train)."""
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(coco))
@@ -47,5 +48,8 @@ def write_import(coco: dict, report, output: str, images_root) -> int:
     )
     if report.counts:
         print(report.format())
-    print(f"train with: data.train.annotations={path} data.train.images={images_root}")
+    if split in ("test", "val", "valid", "validation"):
+        print(f"evaluate with: data.test.annotations={path} data.test.images={images_root}")
+    else:
+        print(f"train with: data.train.annotations={path} data.train.images={images_root}")
     return 0

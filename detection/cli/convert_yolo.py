@@ -8,7 +8,8 @@ category k + 1. An image without a label file (or with an empty one) is kept wit
 Boxes partly outside the image are clipped; boxes without area, wholly outside or not finite,
 and label files without an image are skipped and counted (with file and line). A line that is
 not `class cx cy w h` or names an unknown class stops the conversion, naming file and line.
-The command prints the `data.*.images` folder to train with.
+The command prints the overrides to use it with: data.test.* for a test or val split, data.train.*
+for any other.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--yolo-root", required=True, help="folder with data.yaml or classes.txt")
     parser.add_argument(
-        "--split", help="train, val (or valid) or test; default: every image under images/"
+        "--split",
+        help="train, val (or valid), test, or another key of data.yaml (e.g. trainval); "
+        "default: every image under images/",
     )
     parser.add_argument("--output", required=True, help="COCO json to write")
     add_logging_arguments(parser)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         coco, report = convert_yolo(args.yolo_root, args.split)
     except (OSError, ValueError) as e:
         parser.exit(1, f"{parser.prog}: {e}\n")
-    return write_import(coco, report, args.output, coco["info"]["images_root"])
+    return write_import(coco, report, args.output, coco["info"]["images_root"], args.split)
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ def test_the_commands_write_the_json_and_say_what_was_skipped(tmp_path, capsys):
     assert yolo_cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "skipped: 1 x box with zero or negative width or height" in out and "img0.txt:1" in out
-    assert f"data.train.images={tmp_path / 'y' / 'images' / 'val'}" in out
+    # a val split is for evaluation: the hint names data.test
+    assert f"data.test.images={tmp_path / 'y' / 'images' / 'val'}" in out
     assert len(json.loads((tmp_path / "y.json").read_text())["images"]) == 2
 
     write_labelme(tmp_path / "l", ground_truth(10, 2))
