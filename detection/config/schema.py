@@ -222,8 +222,8 @@ class SolverConfig:
     )
     step_epochs: list[float] | None = opt(
         None,
-        "with max_epochs: epochs where the learning rate is scaled by gamma; null = at 2/3 and "
-        "8/9 of the epochs, where the 1x schedule decays",
+        "with max_epochs: epochs where the learning rate is scaled by gamma; null = where "
+        "solver.steps fall in solver.max_iter (2/3 and 8/9 for the 1x schedule)",
     )
     max_seconds: float | None = opt(
         None,

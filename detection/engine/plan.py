@@ -11,10 +11,6 @@ from collections.abc import Callable, Sequence
 from ..config import Config, ConfigError
 from ..config.datasets import dataset_label
 
-# where the 1x schedule (90k iterations, steps at 60k and 80k) decays: the default LR steps of a
-# schedule in epochs
-DEFAULT_STEP_FRACTIONS = (60 / 90, 80 / 90)
-
 
 def classes_from_data(cfg: Config, class_names: Sequence[str], log: Callable[[str], None]) -> None:
     """Set model.roi_heads.num_classes from the training set when the config leaves it unset
@@ -43,26 +39,30 @@ def iterations_per_epoch(cfg: Config, num_images: int) -> int:
 
 def epochs_to_iterations(cfg: Config, num_images: int, log: Callable[[str], None]) -> int:
     """Resolve solver.max_epochs / solver.step_epochs into solver.max_iter / solver.steps (said
-    in the log); returns the iterations per epoch. Without max_epochs nothing changes."""
+    in the log); returns the iterations per epoch. Without step_epochs the LR steps keep the
+    config's own schedule shape (steps / max_iter: 2/3 and 8/9 for the 1x schedule). A warmup
+    longer than the first step is cut to end there. Without max_epochs nothing changes."""
     s = cfg.solver
     per_epoch = iterations_per_epoch(cfg, num_images)
     if s.max_epochs is None:
         return per_epoch
-    s.max_iter = max(1, round(s.max_epochs * per_epoch))
     fractions = (
         [e / s.max_epochs for e in s.step_epochs]
         if s.step_epochs is not None
-        else list(DEFAULT_STEP_FRACTIONS)
+        else [step / s.max_iter for step in s.steps]
     )
+    s.max_iter = max(1, round(s.max_epochs * per_epoch))
     s.steps = sorted(
         {round(f * s.max_iter) for f in fractions if 0 < round(f * s.max_iter) < s.max_iter}
     )
-    s.warmup_iters = min(s.warmup_iters, s.max_iter)
+    warmup = min(s.warmup_iters, s.steps[0] if s.steps else s.max_iter)
+    warmup_said = f"; warmup cut to {warmup} iterations" if warmup < s.warmup_iters else ""
+    s.warmup_iters = warmup
     steps_said = ", ".join(f"{step} (epoch {step / per_epoch:.3g})" for step in s.steps) or "none"
     log(
         f"schedule: {s.max_epochs:g} epochs of {per_epoch} iterations ({num_images} images, "
         f"{s.ims_per_batch} per iteration) = solver.max_iter={s.max_iter}; LR steps at "
-        f"iterations {steps_said}"
+        f"iterations {steps_said}{warmup_said}"
     )
     return per_epoch
 

@@ -10,7 +10,7 @@ import pytest
 
 from detection.config import ConfigError, load_config
 from detection.data import build_dataset
-from detection.engine.plan import DEFAULT_STEP_FRACTIONS, epochs_to_iterations
+from detection.engine.plan import epochs_to_iterations
 from detection.engine.trainer import Trainer
 
 
@@ -56,10 +56,22 @@ def test_epochs_become_iterations(tiny_config):
     assert epochs_to_iterations(cfg, 10, lines.append) == 3  # ceil(10 / 4)
     assert cfg.solver.max_iter == 9 and cfg.solver.steps == [6]
     assert "3 epochs of 3 iterations" in lines[0] and "6 (epoch 2)" in lines[0]
-    cfg = load_config(path, ["solver.max_epochs=9", "solver.ims_per_batch=2"])
+    # without step_epochs the steps keep the config's shape: the 1x schedule's 2/3 and 8/9
+    cfg = load_config(
+        path,
+        ["solver.max_epochs=9", "solver.ims_per_batch=2"]
+        + ["solver.max_iter=90000", "solver.steps=[60000, 80000]"],
+    )
     epochs_to_iterations(cfg, 20, lines.append)
-    assert cfg.solver.max_iter == 90
-    assert cfg.solver.steps == [round(f * 90) for f in DEFAULT_STEP_FRACTIONS] == [60, 80]
+    assert cfg.solver.max_iter == 90 and cfg.solver.steps == [60, 80]
+    # real/scratch_R18_FPN.yaml's 300 iterations, step at 240, warmup 100: one epoch of 292
+    # images keep the step at 80% and the warmup ends at that step, not after it
+    cfg = load_config("configs/real/scratch_R18_FPN.yaml", ["solver.max_epochs=1"])
+    assert (cfg.solver.max_iter, cfg.solver.steps, cfg.solver.warmup_iters) == (300, [240], 100)
+    epochs_to_iterations(cfg, 292, lines.append)
+    assert (cfg.solver.max_iter, cfg.solver.steps, cfg.solver.warmup_iters) == (73, [58], 58)
+    said = "LR steps at iterations 58 (epoch 0.795); warmup cut to 58 iterations"
+    assert lines[-1].endswith(said)
 
 
 @pytest.mark.parametrize(
