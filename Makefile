@@ -65,7 +65,7 @@ pretrain-demo: venv
 # The real-photo learning benchmark (docs/real-photos.md): torchvision's Faster R-CNN (the anchor
 # script) against resdet's recipes in configs/real/, at equal time and at equal iterations, on a
 # Pascal VOC folder (split by its ImageSets/Main trainval / test lists, else every 5th image to
-# val). About 45 minutes per run on 2 CPU cores; rerunning continues (--reuse).
+# val). About 45-60 minutes per run on 2 CPU cores; rerunning continues (--reuse).
 #   make real-benchmark DATA=../shared/datasets/bccd ANCHOR=../shared/anchors/torchvision_frcnn_baseline.py ARGS="--seeds 0 1 2"
 .PHONY: real-benchmark
 real-benchmark: venv

@@ -18,7 +18,7 @@ fit), and at equal iterations, max_iter = ITERS (--budgets picks). Each run live
 OUTPUT_DIR/seed<k>/<name> (equal time: seed<k>/time/<name>); the tables (AP, AP50, AP75 with
 the seeds' range, APs/m/l, per-class AP, iterations, training seconds, time relative to
 torchvision) are printed and written to OUTPUT_DIR/benchmark.md and benchmark.json. The
-anchor takes ~40 minutes per seed on 2 CPU cores: run it alone on the machine; --reuse keeps
+anchor takes 45-60 minutes per seed on 2 CPU cores: run it alone on the machine; --reuse keeps
 finished runs, so an interrupted benchmark continues where it stopped.
 """
 
