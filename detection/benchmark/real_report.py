@@ -107,7 +107,7 @@ def format_markdown(
                 "" if anchor else _fmt(row["worst_delta_ap"], "+.1f"),
                 _fmt(row["iterations"], ".0f"),
                 _fmt(row["train_seconds"], ".0f"),
-                _fmt(row["time_vs_anchor"], ".2f") + "x",
+                _fmt(row["time_vs_anchor"], ".2f") + ("" if row["time_vs_anchor"] is None else "x"),
             ]
         )
     sizes = [

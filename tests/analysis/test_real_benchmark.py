@@ -198,6 +198,11 @@ def test_summary_means_ranges_and_time_ratio():
     assert iters_line + " 0.50x |" in text
     assert "| scratch, equal time | n/a | n/a | n/a | 8.0 |" in text  # sizes and classes
     assert "| scratch, equal iterations | 1 | n/a |" in text and "failed: non-finite loss |" in text
+    # without the anchor (--no-anchor): no deltas, no time ratio
+    (alone,) = real_report.summary_rows(runs[4:])
+    assert alone["time_vs_anchor"] is None
+    text = real_report.format_markdown([alone], runs[4:], "heading")
+    assert timed_line + " n/a | n/a | 890 | 109 | n/a |" in text
 
 
 def test_benchmark_tool_end_to_end(tmp_path, subset, shapes_val, tiny_config, capsys):
