@@ -229,7 +229,8 @@ class SolverConfig:
         None,
         "a time budget for the training loop: after a timed start (5% of the budget, at most "
         "2 minutes), max_iter and steps are scaled to the iterations that fit in this many "
-        "seconds (the schedule's shape and warmup kept); null = max_iter (or max_epochs)",
+        "seconds (the schedule's shape and warmup kept), and re-timed ten times over the rest "
+        "of the run; null = max_iter (or max_epochs)",
     )
     checkpoint_period: int = opt(5000, "iterations between checkpoints")
     log_period: int = opt(20, "iterations between metrics.jsonl records and progress updates")

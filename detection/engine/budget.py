@@ -6,10 +6,14 @@ least `MIN_TIMED` iterations after the first `SKIP` (which carry one-off costs: 
 oneDNN's kernel choice, the loader's first batches), the seconds per iteration so far give how
 many iterations fit in what is left; max_iter becomes that, and every LR step moves with it
 (step / max_iter kept; no step is taken before the decision). The warmup stays as it is, in
-iterations. The decision is made once, logged, broadcast from rank 0 (every rank runs the same
-schedule) and kept in checkpoints, so that a resumed run keeps it. Time is the training loop's:
-from the first batch's loading to the last step's hooks, as metrics.jsonl's time_per_iter adds
-up; the model's building and the final evaluation are outside it.
+iterations. Iterations can slow down later (another job on the machine, a busier phase of
+learning), so the run times itself again `REPLANS` times over what is left: from the pace since
+the previous look, max_iter becomes the iterations that still fit, and the steps not yet taken
+move with it (a step taken stays taken). Each decision is logged, broadcast from rank 0 (every
+rank runs the same schedule) and kept in checkpoints, so that a resumed run keeps it. Time is
+the training loop's: from the first batch's loading to the last step's hooks, as
+metrics.jsonl's time_per_iter adds up; the model's building and the final evaluation are
+outside it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .base import Hook, TrainerBase
 SKIP = 2  # first iterations left out of the timing
 MIN_TIMED = 8  # timed iterations before the decision
 TIMED_FRACTION, TIMED_MAX_S = 0.05, 120.0  # the timed start: 5% of the budget, <= 2 minutes
+REPLANS = 10  # looks at the pace after the decision, evenly over the iterations it laid out
 
 
 def scaled_steps(steps: Sequence[int], max_iter: int, new_max_iter: int) -> list[int]:
@@ -36,24 +41,42 @@ def scaled_steps(steps: Sequence[int], max_iter: int, new_max_iter: int) -> list
     return sorted(step for step in moved if 0 < step < new_max_iter)
 
 
+def replanned_steps(
+    steps: Sequence[int], max_iter: int, placed: Sequence[int], iteration: int, new_max_iter: int
+) -> list[int]:
+    """The LR steps after a later look at the pace: those of `placed` already taken (at or
+    before `iteration`) stay; the config's remaining `steps` (of a `max_iter` schedule) move to
+    the `new_max_iter` one, not before the next iteration; none at or after the end."""
+    taken = [step for step in placed if step <= iteration]
+    rest = sorted(steps)[len(taken) :]
+    moved = [max(round(step * new_max_iter / max_iter), iteration + 1) for step in rest]
+    return sorted({*taken, *(step for step in moved if step < new_max_iter)})
+
+
 class TimeBudgetHook(Hook):
     """Decides max_iter from the timed start of the run (see the module docstring). Put it first
     in the trainer's hooks, so that the others see the new max_iter at the same step.
 
-    `spent` is the training time of the run before this process (a resumed run's checkpoint);
-    `decided` is the max_iter chosen before (None: not yet)."""
+    `state` is a resumed run's (its checkpoint's `state_dict()`): the training time spent before
+    this process, and the decision (none yet: no `max_iter`)."""
 
     def __init__(
-        self, trainer: TrainerBase, seconds: float, spent: float = 0.0, decided: int | None = None
+        self, trainer: TrainerBase, seconds: float, state: dict[str, Any] | None = None
     ) -> None:
-        self.seconds, self.spent, self.decided = seconds, spent, decided
+        state = state or {}
+        self.seconds, self.spent = seconds, state.get("seconds_spent", 0.0)
+        self.decided: int | None = state.get("max_iter")
+        # the later looks: every `every` iterations from iteration `decided_at`
+        self.decided_at: int = state.get("decided_at", 0)
+        self.every: int = state.get("replan_every", 0)  # 0: no later looks
         self.config_max_iter = trainer.max_iter
         self.first = trainer.iteration
         self.start = time.perf_counter()
         self.skip_time: float | None = None
+        self.mark: tuple[int, float] | None = None  # (iteration, clock) of this process's last look
         self.steps = list(trainer.cfg.solver.steps)  # the schedule's, before scaling
-        if decided is not None:
-            trainer.max_iter = decided
+        if self.decided is not None:
+            trainer.max_iter = self.decided
         else:  # no LR step before the decision says where the steps are
             trainer.scheduler.lr_lambdas[0].steps = []
 
@@ -63,16 +86,24 @@ class TimeBudgetHook(Hook):
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps: the seconds spent and the decision."""
-        return {"seconds_spent": self.spent + self.now(), "max_iter": self.decided}
+        return {
+            "seconds_spent": self.spent + self.now(),
+            "max_iter": self.decided,
+            "decided_at": self.decided_at,
+            "replan_every": self.every,
+        }
 
     def after_step(self, trainer: TrainerBase, outputs: dict[str, torch.Tensor], images: int):
-        """Time the start; at its end, scale the schedule to the budget."""
+        """Time the start; at its end, scale the schedule to the budget; later, look again."""
         done = trainer.iteration - self.first
         now = self.now()
         elapsed = self.spent + now  # the run's, a resumed run's earlier processes included
+        if self.decided is not None:
+            self.look_again(trainer, now, elapsed)
+            return
         if done == SKIP:
             self.skip_time = now
-        if self.decided is not None or self.skip_time is None or done == SKIP:
+        if self.skip_time is None or done == SKIP:
             return
         timed_enough = done >= SKIP + MIN_TIMED and (
             now >= min(TIMED_FRACTION * self.seconds, TIMED_MAX_S) or elapsed >= self.seconds
@@ -85,6 +116,35 @@ class TimeBudgetHook(Hook):
         ready, new_max = broadcast_from_main((ready, new_max))
         if ready:
             self.apply(trainer, new_max, per_iter, f"{done} iterations took {elapsed:.1f} s")
+            self.decided_at = trainer.iteration
+            # each look times at least MIN_TIMED iterations
+            self.every = max(MIN_TIMED, (new_max - trainer.iteration) // REPLANS)
+            self.mark = (trainer.iteration, now)
+
+    def look_again(self, trainer: TrainerBase, now: float, elapsed: float) -> None:
+        """At every `every`-th iteration after the decision: the pace since this process's last
+        look gives the iterations that still fit; move the end and the steps not yet taken."""
+        it = trainer.iteration
+        if not self.every or it >= trainer.max_iter or (it - self.decided_at) % self.every:
+            return
+        if self.mark is None:  # a resumed process: its pace starts here
+            self.mark = (it, now)
+            return
+        per_iter = (now - self.mark[1]) / (it - self.mark[0])
+        self.mark = (it, now)
+        new_max = it + max(0, math.floor((self.seconds - elapsed) / per_iter))
+        (new_max,) = broadcast_from_main((new_max,))
+        if new_max == trainer.max_iter:
+            return
+        schedule = trainer.scheduler.lr_lambdas[0]
+        old_max, old_steps = trainer.max_iter, list(schedule.steps)
+        schedule.steps = replanned_steps(self.steps, self.config_max_iter, old_steps, it, new_max)
+        self.decided = trainer.max_iter = new_max
+        trainer.log(
+            f"time budget: at iteration {it}, {per_iter:.3g} s/iteration since iteration "
+            f"{it - self.every} with {self.seconds - elapsed:.0f} s left -> max_iter={new_max} "
+            f"(was {old_max}), LR steps at {schedule.steps or 'none'} (were {old_steps or 'none'})"
+        )
 
     def apply(self, trainer: TrainerBase, new_max: int, per_iter: float, timing: str) -> None:
         """Set max_iter and move the scheduler's steps; say so."""

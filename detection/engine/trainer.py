@@ -199,10 +199,7 @@ class Trainer(TrainerBase):
         s, t = self.cfg.solver, self.cfg.test
         hooks: list[Hook] = []
         if s.max_seconds is not None:  # first: the others see the end it sets at the same step
-            b = self.budget_state
-            self.budget = TimeBudgetHook(
-                self, s.max_seconds, b.get("seconds_spent", 0.0), b.get("max_iter")
-            )
+            self.budget = TimeBudgetHook(self, s.max_seconds, self.budget_state)
             hooks.append(self.budget)
         hooks.append(LossMetricsHook(self, writer))
         if self.evaluate is not None:

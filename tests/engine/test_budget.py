@@ -12,7 +12,7 @@ import torch
 
 from detection.config import ConfigError, load_config
 from detection.engine import budget
-from detection.engine.budget import scaled_steps
+from detection.engine.budget import replanned_steps, scaled_steps
 from detection.engine.trainer import Trainer
 
 SECONDS_PER_ITER = 2.0
@@ -91,3 +91,39 @@ def test_a_resumed_run_keeps_the_decision(tiny_config, monkeypatch):
     assert any("16 iterations in 32 s" in line for line in lines), lines
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, final[name]), name
+
+
+def test_replanned_steps_keep_the_taken_ones():
+    # step 6 of 8 placed at 22 of 30; at iteration 21 the end moves to 26: 19.5 -> 20, not
+    # before the next iteration (22)
+    assert replanned_steps([6], 8, [22], 21, 26) == [22]
+    assert replanned_steps([6], 8, [22], 10, 16) == [12]  # not taken yet: moves back
+    assert replanned_steps([6], 8, [22], 23, 25) == [22]  # taken: stays
+    assert replanned_steps([2, 6], 8, [5, 15], 7, 40) == [5, 30]
+    assert replanned_steps([6], 8, [22], 21, 22) == []  # at the end: no step
+
+
+def test_a_run_that_slows_down_is_cut_back_to_its_budget(tiny_config, monkeypatch):
+    path, out = tiny_config
+    cfg = load_config(
+        path, ["solver.max_iter=8", "solver.steps=[6]", "solver.max_seconds=60"]
+        + ["solver.log_period=1"]
+    )  # fmt: skip
+    lines: list[str] = []
+    trainer = Trainer(cfg, log=lines.append)
+    # 2 s per iteration up to iteration 20, then 4 s (another job took half the machine)
+    clock = lambda: 2.0 * min(trainer.iteration, 20) + 4.0 * max(0, trainer.iteration - 20)  # noqa: E731
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+    trainer.train()
+    # decided at 7 (the schedule's last step but one): 46 s left at 2 s -> 30, step 6/8 -> 22;
+    # looks every 8 iterations: at 15 nothing moves; at 23, 22 s since 15 (2.75 s/iteration)
+    # with 8 s left -> 23 + 2 = 25; the step at 22 is taken and stays
+    said = [line for line in lines if line.startswith("time budget")]
+    assert "max_iter=30" in said[0] and "LR steps at [22]" in said[0], said
+    assert "at iteration 23" in said[1] and "max_iter=25 (was 30)" in said[1], said
+    assert "LR steps at [22] (were [22])" in said[1] and len(said) == 3, said
+    assert trainer.iteration == trainer.max_iter == 25
+    assert "25 iterations in 60 s of 60 s (+0.0%)" in said[-1], said
+    lrs = _lrs(out)
+    # the step at 22: the 23rd iteration (scheduler index 22) is the first decayed one
+    assert lrs[22] == pytest.approx(0.01) and lrs[23] == pytest.approx(0.001)
