@@ -35,9 +35,9 @@ def say_device(args: argparse.Namespace) -> None:
         print(args.device_line, file=sys.stderr, flush=True)
 
 
-def write_import(coco: dict, report, output: str, images_root, split: str | None = None) -> int:
+def write_import(coco: dict, report, output: str, images_root, evaluation: bool = False) -> int:
     """Write an importer's COCO json, print what it holds, what was skipped, and how to use it
-    (a test or val split as data.test, any other as data.train)."""
+    (an `evaluation` split as data.test, any other as data.train)."""
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(coco))
@@ -48,7 +48,7 @@ def write_import(coco: dict, report, output: str, images_root, split: str | None
     )
     if report.counts:
         print(report.format())
-    if split in ("test", "val", "valid", "validation"):
+    if evaluation:
         print(f"evaluate with: data.test.annotations={path} data.test.images={images_root}")
     else:
         print(f"train with: data.train.annotations={path} data.train.images={images_root}")

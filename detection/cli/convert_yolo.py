@@ -36,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args)
     from detection.cli._common import write_import
-    from detection.data.yolo import convert_yolo
+    from detection.data.yolo import SPLIT_ALIASES, convert_yolo
 
     try:
         coco, report = convert_yolo(args.yolo_root, args.split)
     except (OSError, ValueError) as e:
         parser.exit(1, f"{parser.prog}: {e}\n")
-    return write_import(coco, report, args.output, coco["info"]["images_root"], args.split)
+    evaluation = args.split in (*SPLIT_ALIASES["val"], *SPLIT_ALIASES["test"])
+    return write_import(coco, report, args.output, coco["info"]["images_root"], evaluation)
 
 
 if __name__ == "__main__":

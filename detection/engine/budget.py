@@ -34,9 +34,10 @@ TIMED_FRACTION, TIMED_MAX_S = 0.05, 120.0  # the timed start: 5% of the budget, 
 REPLANS = 10  # looks at the pace after the decision, evenly over the iterations it laid out
 
 
-def scaled_steps(steps: Sequence[int], max_iter: int, new_max_iter: int) -> list[int]:
-    """The LR steps of a `max_iter` schedule moved to a `new_max_iter` one (fractions kept);
-    steps that would fall at 0 or at / after the end are dropped."""
+def scaled_steps(steps: Sequence[float], max_iter: float, new_max_iter: int) -> list[int]:
+    """The LR steps of a `max_iter` schedule (iterations, or epochs of a `max_iter`-epoch one)
+    moved to a `new_max_iter` one (fractions kept); steps that would fall at 0 or at / after
+    the end are dropped."""
     moved = {round(step * new_max_iter / max_iter) for step in steps}
     return sorted(step for step in moved if 0 < step < new_max_iter)
 

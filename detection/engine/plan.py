@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import Config, ConfigError
 from ..config.datasets import dataset_label
+from .budget import scaled_steps
 
 
 def classes_from_data(cfg: Config, class_names: Sequence[str], log: Callable[[str], None]) -> None:
@@ -46,15 +47,12 @@ def epochs_to_iterations(cfg: Config, num_images: int, log: Callable[[str], None
     per_epoch = iterations_per_epoch(cfg, num_images)
     if s.max_epochs is None:
         return per_epoch
-    fractions = (
-        [e / s.max_epochs for e in s.step_epochs]
-        if s.step_epochs is not None
-        else [step / s.max_iter for step in s.steps]
-    )
-    s.max_iter = max(1, round(s.max_epochs * per_epoch))
-    s.steps = sorted(
-        {round(f * s.max_iter) for f in fractions if 0 < round(f * s.max_iter) < s.max_iter}
-    )
+    new_max = max(1, round(s.max_epochs * per_epoch))
+    if s.step_epochs is not None:
+        s.steps = scaled_steps(s.step_epochs, s.max_epochs, new_max)
+    else:
+        s.steps = scaled_steps(s.steps, s.max_iter, new_max)
+    s.max_iter = new_max
     warmup = min(s.warmup_iters, s.steps[0] if s.steps else s.max_iter)
     warmup_said = f"; warmup cut to {warmup} iterations" if warmup < s.warmup_iters else ""
     s.warmup_iters = warmup
