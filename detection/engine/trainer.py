@@ -211,10 +211,13 @@ class Trainer(TrainerBase):
         """Early stopping: solver.patience evaluations without a new best."""
         return self.best.stop_message(self.iteration) if self.best.exhausted else None
 
-    def run_evaluation(self, writer: MetricsWriter) -> dict[str, Any]:
+    def run_evaluation(self, writer: MetricsWriter, *, final: bool = False) -> dict[str, Any]:
         """Evaluate the model, record the numeric metrics, put the model back in train mode,
-        keep them as `last_eval` and let `best` see them; returns {"eval": metrics}."""
-        metrics = self.evaluate(self.model, self.iteration)
+        keep them as `last_eval` and let `best` see them; returns {"eval": metrics}. `final`:
+        the evaluation of the run's result, which writes eval/ (periodic ones stay in memory);
+        the trainer says which, since a time budget can end a run before or after the config's
+        solver.max_iter."""
+        metrics = self.evaluate(self.model, self.iteration, final=final)
         bbox = metrics.get("bbox", metrics)
         flat = {
             f"bbox/{k}": v
@@ -250,7 +253,7 @@ class Trainer(TrainerBase):
             self.model.train()
             return {"eval": metrics}
         before = self.best.state_dict()
-        result = self.run_evaluation(writer)
+        result = self.run_evaluation(writer, final=True)
         if self.best.state_dict() != before:
             self.save("model_final.pth", periodic=False)
         return result

@@ -52,9 +52,9 @@ def test_best_checkpoint_is_chosen_by_the_metric(tiny_config, metric, best_at):
     seen = {}
     pointer_during_training = []
 
-    def evaluate(model, iteration):
+    def evaluate(model, iteration, final=None):
         pointer_during_training.append((out / "last_checkpoint").exists())
-        return scripted(ap, ap50=ap50, seen=seen)(model, iteration)
+        return scripted(ap, ap50=ap50, seen=seen)(model, iteration, final)
 
     result = Trainer(cfg, evaluate=evaluate).train()
     assert sorted(seen) == [1, 2, 3] and result["eval"]["iteration"] == 3
@@ -110,7 +110,7 @@ def test_patience_stops_training(tiny_config):
     # the evaluation at 4 ends training; the final evaluation (the one that writes eval/) runs
     # on that same model, flagged final, and does not count as one more without improvement
     assert sorted(seen) == [1, 2, 3, 4] and result["eval"]["iteration"] == 4
-    assert calls == [(1, None), (2, None), (3, None), (4, None), (4, True)]
+    assert calls == [(1, False), (2, False), (3, False), (4, False), (4, True)]
     assert any(
         "early stop at iteration 4: bbox/AP has not improved for 2 evaluations "
         "(solver.patience=2); the best, bbox/AP=3, was at iteration 2 (model_best.pth)" in line

@@ -14,6 +14,7 @@ from detection.config import ConfigError, load_config
 from detection.engine import budget
 from detection.engine.budget import replanned_steps, scaled_steps
 from detection.engine.trainer import Trainer
+from detection.evaluation.evaluator import training_evaluator
 
 SECONDS_PER_ITER = 2.0
 
@@ -127,3 +128,20 @@ def test_a_run_that_slows_down_is_cut_back_to_its_budget(tiny_config, monkeypatc
     lrs = _lrs(out)
     # the step at 22: the 23rd iteration (scheduler index 22) is the first decayed one
     assert lrs[22] == pytest.approx(0.01) and lrs[23] == pytest.approx(0.001)
+
+
+def test_a_budget_that_ends_before_the_config_max_iter_still_writes_the_result(
+    tiny_config, monkeypatch
+):
+    # the final evaluation writes eval/metrics.json however the budget moved the end: this one
+    # stops at iteration 10 of the config's 12 (it used to be taken for a periodic evaluation,
+    # kept in memory, and the run had no result file)
+    path, out = tiny_config
+    overrides = ["solver.max_iter=12", "solver.steps=[6]", "solver.max_seconds=14"]
+    cfg = load_config(path, [*overrides, "test.eval_period=0"])
+    trainer = Trainer(cfg, log=lambda m: None, evaluate=training_evaluator(cfg, 0, 1))
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: SECONDS_PER_ITER * trainer.iteration)
+    result = trainer.train()
+    assert trainer.iteration == trainer.max_iter == 10
+    written = json.loads((out / "eval" / "metrics.json").read_text())
+    assert written["bbox"]["AP"] == pytest.approx(result["eval"]["bbox"]["AP"])

@@ -18,7 +18,7 @@ def test_train_writes_metrics_checkpoints_and_config(tiny_config):
     path, out = tiny_config
     calls = []
 
-    def evaluate(model, iteration):
+    def evaluate(model, iteration, final=None):
         calls.append(iteration)
         return {"bbox": {"AP": 1.5, "AP50": 3.0}}
 
@@ -165,7 +165,10 @@ def test_two_process_ddp_matches_one_process(tiny_config, tmp_path):
 
 def test_plot_metrics(tiny_config, tmp_path):
     path, out = tiny_config
-    train(load_config(path, ["solver.max_iter=3"]), evaluate=lambda m, i: {"bbox": {"AP": 2.0}})
+    train(
+        load_config(path, ["solver.max_iter=3"]),
+        evaluate=lambda m, i, final=None: {"bbox": {"AP": 2.0}},
+    )
     with (out / "metrics.jsonl").open("a") as f:
         f.write("{torn line\n")
     r = run_tool([ROOT / "tools/plot_metrics.py", out])
