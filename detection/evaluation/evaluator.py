@@ -340,8 +340,9 @@ def training_evaluator(cfg: Config, rank: int | None = None, world_size: int | N
     """The trainer's evaluation hook `evaluate(model, iteration, final=None)`: periodic
     evaluations in memory, the final one written to <output_dir>/eval (metrics.json,
     detections.json) as the run's result, with the diagnostics in <output_dir>/eval/analysis/
-    when test.analyze is true (rank 0). `final` defaults to iteration >= solver.max_iter; a
-    trainer that stops early passes final=True for the model it ends with."""
+    when test.analyze is true (rank 0). The trainer says which evaluation is the final one
+    (a time budget or an early stop ends a run away from solver.max_iter); a caller that does
+    not say gets final = iteration >= solver.max_iter."""
     analyze = cfg.test.analyze_score_thresh if (cfg.test.analyze or cfg.test.report) else None
     check_analyze(analyze, default_output_dir(cfg))  # a bad threshold fails before training
 
