@@ -131,7 +131,8 @@ class TimeBudgetHook(Hook):
         if self.mark is None:  # a resumed process: its pace starts here
             self.mark = (it, now)
             return
-        per_iter = (now - self.mark[1]) / (it - self.mark[0])
+        since, then = self.mark
+        per_iter = (now - then) / (it - since)
         self.mark = (it, now)
         new_max = it + max(0, math.floor((self.seconds - elapsed) / per_iter))
         (new_max,) = broadcast_from_main((new_max,))
@@ -143,7 +144,7 @@ class TimeBudgetHook(Hook):
         self.decided = trainer.max_iter = new_max
         trainer.log(
             f"time budget: at iteration {it}, {per_iter:.3g} s/iteration since iteration "
-            f"{it - self.every} with {self.seconds - elapsed:.0f} s left -> max_iter={new_max} "
+            f"{since} with {self.seconds - elapsed:.0f} s left -> max_iter={new_max} "
             f"(was {old_max}), LR steps at {schedule.steps or 'none'} (were {old_steps or 'none'})"
         )
 
