@@ -18,10 +18,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .real_photos import RunResult, Split
+from .real_runs import RunResult, Split
 
 ANCHOR_NAME = "torchvision"
 AGREEMENT = 0.05  # AP points: the re-evaluation against the script's own figure
@@ -58,8 +57,6 @@ def run_anchor(
     """Train and evaluate torchvision's detector with the anchor script (its output goes to
     <out_dir>/anchor.log), then evaluate its saved model again for every metric; with `reuse`,
     an earlier result of the same budget is read instead."""
-    from .real_photos import RunResult
-
     out_json = out_dir / "result.json"
     if reuse and out_json.is_file():
         done = json.loads(out_json.read_text())
@@ -84,8 +81,6 @@ def anchor_result(
     """The run's result: the script's AP, AP50 and seconds, and the other metrics from the
     re-evaluation of its saved model (cached in metrics.json beside the result; absent when
     the script saved no model)."""
-    from .real_photos import RunResult
-
     result = RunResult(
         ANCHOR_NAME,
         seed,

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..utils.io import write_json, write_text
 from ..utils.tables import markdown_table
-from .real_photos import BUDGETS, METRIC_KEYS, RunResult
+from .real_runs import BUDGETS, METRIC_KEYS, RunResult
 
 BUDGET_LABELS = {"anchor": "its own", "time": "equal time", "iterations": "equal iterations"}
 

@@ -13,6 +13,7 @@ from PIL import Image
 from detection.benchmark import anchor as ab
 from detection.benchmark import real_photos as rb
 from detection.benchmark import real_report
+from detection.benchmark.real_runs import METRIC_KEYS, RunResult, Split
 from detection.cli.benchmark_real import main
 
 RACCOON = os.environ.get("RESDET_RACCOON", "")
@@ -140,13 +141,13 @@ json.dump({"AP": 100 * E.stats[0], "AP50": 100 * E.stats[1], "train_seconds": 1.
 def test_the_anchors_model_is_evaluated_again_for_every_metric(tmp_path, subset, shapes_val):
     script = tmp_path / "anchor.py"
     script.write_text(STAND_IN_WITH_MODEL)
-    split = rb.Split(Path(subset(4, "train")), Path(subset(3, "val")), shapes_val[1])
+    split = Split(Path(subset(4, "train")), Path(subset(3, "val")), shapes_val[1])
     lines = []
     result = ab.run_anchor(script, split, 0, tmp_path / "a", 0, log=lines.append)
     assert result.status == "ok", (tmp_path / "a" / "anchor.log").read_text()
     stats = json.loads((tmp_path / "a" / "result.json").read_text())["stats"]
     expected = [None if v < 0 else 100 * v for v in stats[:6]]
-    got = [getattr(result, attr) for attr, _ in rb.METRIC_KEYS]
+    got = [getattr(result, attr) for attr, _ in METRIC_KEYS]
     assert got == pytest.approx(expected, abs=1e-9)
     assert set(result.per_class) == {"circle", "square", "triangle", "ellipse", "star"}
     assert any("for every metric" in line for line in lines)
@@ -170,7 +171,7 @@ def test_training_seconds_from_metrics(tmp_path):
 
 
 def _run(name, seed, budget, ap, ap50, seconds, **kw):
-    return rb.RunResult(name, seed, budget, ap=ap, ap50=ap50, train_seconds=seconds, **kw)
+    return RunResult(name, seed, budget, ap=ap, ap50=ap50, train_seconds=seconds, **kw)
 
 
 def test_summary_means_ranges_and_time_ratio():
@@ -178,7 +179,7 @@ def test_summary_means_ranges_and_time_ratio():
         _run("torchvision", 0, "anchor", 10.0, 30.0, 100.0, per_class={"a": 4.0}),
         _run("torchvision", 1, "anchor", 12.0, 34.0, 120.0, per_class={"a": 6.0}),
         _run("scratch", 0, "iterations", 14.0, 40.0, 55.0, iterations=300),
-        rb.RunResult("scratch", 1, "iterations", status="failed: non-finite loss"),
+        RunResult("scratch", 1, "iterations", status="failed: non-finite loss"),
         _run("scratch", 0, "time", 15.0, 41.0, 110.0, iterations=900, per_class={"a": 9.0}),
         _run("scratch", 1, "time", 13.0, 39.0, 108.0, iterations=880, per_class={"a": 7.0}),
     ]
