@@ -9,8 +9,14 @@ from typing import Any
 
 BUDGETS = ("time", "iterations")  # equal training time, equal iterations (real_photos.py)
 # bbox metrics of a run, as RunResult fields
-METRIC_KEYS = (("ap", "AP"), ("ap50", "AP50"), ("ap75", "AP75"), ("aps", "APs"), ("apm", "APm"))
-METRIC_KEYS += (("apl", "APl"),)
+METRIC_KEYS = (
+    ("ap", "AP"),
+    ("ap50", "AP50"),
+    ("ap75", "AP75"),
+    ("aps", "APs"),
+    ("apm", "APm"),
+    ("apl", "APl"),
+)
 
 
 @dataclass
