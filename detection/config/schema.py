@@ -161,6 +161,11 @@ class InputConfig:
     min_size_test: int = opt(800, "shortest side at test time")
     max_size_test: int = opt(1333, "longest side cap at test time")
     flip: bool = opt(True, "random horizontal flip in training")
+    vflip: bool = opt(
+        False,
+        "random vertical flip in training: for images with no up and down (microscopy, aerial "
+        "and satellite photos)",
+    )
     photometric: bool = opt(False, "random brightness / contrast / hue jitter in training")
 
 

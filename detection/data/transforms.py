@@ -1,10 +1,10 @@
 """Albumentations pipelines that carry boxes (pascal_voc xyxy pixels) and their labels.
 
 Training: resize the shortest edge to one of `input.min_size_train` (capped by
-`input.max_size_train`), horizontal flip, optional photometric jitter. Evaluation hands the
-model the original image (the model resizes in eval mode, as torchvision's does), so the eval
-transform only converts to a tensor; `resize_test` is the deterministic resize for tools that
-want to show the model's test-time input.
+`input.max_size_train`), horizontal flip, optional vertical flip and photometric jitter.
+Evaluation hands the model the original image (the model resizes in eval mode, as
+torchvision's does), so the eval transform only converts to a tensor; `resize_test` is the
+deterministic resize for tools that want to show the model's test-time input.
 """
 
 from __future__ import annotations
@@ -142,12 +142,19 @@ class DetectionTransform:
 
 
 def train_augmentations(
-    min_sizes: Sequence[int], max_size: int, flip: bool = True, photometric: bool = False
+    min_sizes: Sequence[int],
+    max_size: int,
+    flip: bool = True,
+    photometric: bool = False,
+    vflip: bool = False,
 ) -> list[A.BasicTransform]:
-    """Multi-scale shortest-edge resize, horizontal flip, optional colour jitter."""
+    """Multi-scale shortest-edge resize, horizontal flip, optional vertical flip and colour
+    jitter."""
     augs: list[A.BasicTransform] = [ResizeShortestEdge(min_sizes, max_size)]
     if flip:
         augs.append(A.HorizontalFlip(p=0.5))
+    if vflip:
+        augs.append(A.VerticalFlip(p=0.5))
     if photometric:
         augs.append(A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8))
     return augs
@@ -159,7 +166,7 @@ def resize_test(min_size: int, max_size: int) -> DetectionTransform:
 
 
 def build_transforms(cfg: Config, train: bool) -> DetectionTransform:
-    """Training: resize + flip (+ jitter) from cfg.input; evaluation: decode -> tensor only."""
+    """Training: resize + flips (+ jitter) from cfg.input; evaluation: decode -> tensor only."""
     if not train:
         return DetectionTransform()
     return DetectionTransform(
@@ -168,5 +175,6 @@ def build_transforms(cfg: Config, train: bool) -> DetectionTransform:
             cfg.input.max_size_train,
             flip=cfg.input.flip,
             photometric=cfg.input.photometric,
+            vflip=cfg.input.vflip,
         )
     )

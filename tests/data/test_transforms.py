@@ -75,6 +75,27 @@ def test_multiscale_resize_and_flip_keep_boxes_on_their_objects():
     assert len(seen_sizes) > 1
 
 
+def test_vertical_flip_keeps_boxes_on_their_objects():
+    transform = DetectionTransform(train_augmentations([100], 400, flip=False, vflip=True))
+    rng = np.random.default_rng(3)
+    seen_flip = []
+    for seed in range(30):
+        img, boxes, colors = scene(rng)
+        image, out_boxes, kept = transform(img, boxes, seed=seed)
+        h, w = image.shape[1:]
+        assert len(out_boxes) == len(boxes)
+        for box, k in zip(out_boxes, kept, strict=True):
+            np.testing.assert_allclose(box, pixel_box(image, COLORS[colors[k]]), atol=1.5)
+        sx, sy = w / img.shape[1], h / img.shape[0]
+        # x never moves without the horizontal flip; y mirrors about the middle when flipped
+        np.testing.assert_allclose(out_boxes[:, 0::2], boxes[:, 0::2] * sx, atol=1.5)
+        mirrored = h - boxes[:, [3, 1]] * sy
+        seen_flip.append(bool(np.allclose(out_boxes[:, 1::2], mirrored, atol=1.5)))
+        if not seen_flip[-1]:
+            np.testing.assert_allclose(out_boxes[:, 1::2], boxes[:, 1::2] * sy, atol=1.5)
+    assert 5 < sum(seen_flip) < 25
+
+
 def test_same_seed_same_augmentation():
     transform = DetectionTransform(train_augmentations([64, 96, 128], 200, photometric=True))
     img, boxes, _ = scene(np.random.default_rng(1))
