@@ -219,6 +219,12 @@ class SolverConfig:
     warmup_factor: float = opt(0.001, "learning-rate factor at the first warmup iteration")
     steps: list[int] = opt([60000, 80000], "iterations where the learning rate is scaled by gamma")
     gamma: float = opt(0.1, "learning-rate decay factor")
+    lr_schedule: str = opt(
+        "step",
+        "learning-rate decay after the warmup: step (x gamma at each of solver.steps), cosine or "
+        "linear (from base_lr down to 0 at solver.max_iter; solver.steps and gamma unused)",
+        ("step", "cosine", "linear"),
+    )
     max_iter: int = opt(90000, "total training iterations")
     max_epochs: float | None = opt(
         None,

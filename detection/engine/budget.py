@@ -5,15 +5,16 @@ starts with it and times itself: once 5% of the budget (at most 2 minutes) has p
 least `MIN_TIMED` iterations after the first `SKIP` (which carry one-off costs: allocator warm-up,
 oneDNN's kernel choice, the loader's first batches), the seconds per iteration so far give how
 many iterations fit in what is left; max_iter becomes that, and every LR step moves with it
-(step / max_iter kept; no step is taken before the decision). The warmup stays as it is, in
-iterations. Iterations can slow down later (another job on the machine, a busier phase of
-learning), so the run times itself again `REPLANS` times over what is left: from the pace since
-the previous look, max_iter becomes the iterations that still fit, and the steps not yet taken
-move with it (a step taken stays taken). Each decision is logged, broadcast from rank 0 (every
-rank runs the same schedule) and kept in checkpoints, so that a resumed run keeps it. Time is
-the training loop's: from the first batch's loading to the last step's hooks, as
-metrics.jsonl's time_per_iter adds up; the model's building and the final evaluation are
-outside it.
+(step / max_iter kept), or a cosine / linear decay ends there instead (no decay before the
+decision). The warmup stays as it is, in iterations. Iterations can slow down later (another
+job on the machine, a busier phase of learning), so the run times itself again `REPLANS` times
+over what is left: from the pace since the previous look, max_iter becomes the iterations that
+still fit, and the steps not yet taken move with it (a step taken stays taken; a cosine /
+linear decay stretches or shrinks to the new end). Each decision is logged, broadcast from
+rank 0 (every rank runs the same schedule) and kept in checkpoints, so that a resumed run
+keeps it. Time is the training loop's: from the first batch's loading to the last step's
+hooks, as metrics.jsonl's time_per_iter adds up; the model's building and the final
+evaluation are outside it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def replanned_steps(
     return sorted({*taken, *(step for step in moved if step < new_max_iter)})
 
 
+def refresh_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """The next iteration's LR from a schedule changed after this iteration's scheduler step
+    (which has set it already from the schedule as it was)."""
+    for group, base, schedule in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * schedule(scheduler.last_epoch)
+
+
 class TimeBudgetHook(Hook):
     """Decides max_iter from the timed start of the run (see the module docstring). Put it first
     in the trainer's hooks, so that the others see the new max_iter at the same step.
@@ -78,8 +88,8 @@ class TimeBudgetHook(Hook):
         self.steps = list(trainer.cfg.solver.steps)  # the schedule's, before scaling
         if self.decided is not None:
             trainer.max_iter = self.decided
-        else:  # no LR step before the decision says where the steps are
-            trainer.scheduler.lr_lambdas[0].steps = []
+        else:  # no LR decay before the decision says where the schedule ends
+            trainer.scheduler.lr_lambdas[0].hold()
 
     def now(self) -> float:
         """Seconds since this process's training loop started (one clock reading)."""
@@ -139,27 +149,31 @@ class TimeBudgetHook(Hook):
         if new_max == trainer.max_iter:
             return
         schedule = trainer.scheduler.lr_lambdas[0]
-        old_max, old_steps = trainer.max_iter, list(schedule.steps)
-        schedule.steps = replanned_steps(self.steps, self.config_max_iter, old_steps, it, new_max)
+        old_max, old_steps = trainer.max_iter, schedule.steps
+        steps = replanned_steps(self.steps, self.config_max_iter, old_steps, it, new_max)
+        schedule.reschedule(new_max, steps)
+        refresh_lr(trainer.scheduler)
         self.decided = trainer.max_iter = new_max
+        were = f" (were {old_steps or 'none'})" if schedule.decay == "step" else ""
         trainer.log(
             f"time budget: at iteration {it}, {per_iter:.3g} s/iteration since iteration "
             f"{since} with {self.seconds - elapsed:.0f} s left -> max_iter={new_max} "
-            f"(was {old_max}), LR steps at {schedule.steps or 'none'} (were {old_steps or 'none'})"
+            f"(was {old_max}), {schedule.describe()}{were}"
         )
 
     def apply(self, trainer: TrainerBase, new_max: int, per_iter: float, timing: str) -> None:
         """Set max_iter and move the scheduler's steps; say so."""
         self.decided = new_max
-        schedule = trainer.scheduler.lr_lambdas[0]  # a WarmupMultiStep (optim.build_scheduler)
-        schedule.steps = scaled_steps(self.steps, self.config_max_iter, new_max)
+        schedule = trainer.scheduler.lr_lambdas[0]  # a WarmupSchedule (optim.build_scheduler)
+        schedule.reschedule(new_max, scaled_steps(self.steps, self.config_max_iter, new_max))
+        refresh_lr(trainer.scheduler)
         trainer.max_iter = new_max
+        was = f"were {self.steps or 'none'}" if schedule.decay == "step" else "held until now"
         trainer.log(
             f"time budget solver.max_seconds={self.seconds:g}: {timing} "
             f"({per_iter:.3g} s/iteration after the first {SKIP}) -> "
             f"max_iter={new_max} (the schedule's {self.config_max_iter} x "
-            f"{new_max / self.config_max_iter:.3g}), LR steps at {schedule.steps or 'none'} "
-            f"(were {self.steps or 'none'})"
+            f"{new_max / self.config_max_iter:.3g}), {schedule.describe()} ({was})"
         )
 
     def after_train(self, trainer: TrainerBase) -> None:

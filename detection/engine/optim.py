@@ -1,8 +1,10 @@
-"""SGD with per-group weight decay, and the warmup + multi-step learning-rate schedule."""
+"""SGD with per-group weight decay, and the learning-rate schedule: warmup, then steps or a
+cosine / linear decay."""
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 import torch
@@ -63,30 +65,66 @@ def build_optimizer(
     return torch.optim.SGD(groups, lr=cfg.solver.base_lr, momentum=cfg.solver.momentum, **kwargs)
 
 
-class WarmupMultiStep:
-    """lr factor at iteration `it`: linear warmup from `warmup_factor`, x gamma at each step."""
+class WarmupSchedule:
+    """lr factor at iteration `it`: linear warmup from `warmup_factor` over `warmup_iters`, times
+    the decay: x gamma at each of `steps` ("step"), or from 1 down to 0 at `max_iter` along a
+    half cosine ("cosine") or a line ("linear"). A time budget (budget.py) moves `steps` and
+    `max_iter` while the run goes; `max_iter` = inf holds the cosine / linear decay at 1 until
+    it is known."""
+
+    DECAYS = ("step", "cosine", "linear")
 
     def __init__(
-        self, warmup_iters: int, warmup_factor: float, steps: Sequence[int], gamma: float
+        self,
+        warmup_iters: int,
+        warmup_factor: float,
+        steps: Sequence[int],
+        gamma: float,
+        decay: str = "step",
+        max_iter: float = math.inf,
     ) -> None:
+        if decay not in self.DECAYS:
+            raise ValueError(f"decay must be one of {self.DECAYS}, not {decay!r}")
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
         self.steps = list(steps)
         self.gamma = gamma
+        self.decay = decay
+        self.max_iter = max_iter
 
     def __call__(self, it: int) -> float:
-        factor = self.gamma ** bisect.bisect_right(self.steps, it)
+        if self.decay == "step":
+            factor = self.gamma ** bisect.bisect_right(self.steps, it)
+        else:
+            done = min(it / self.max_iter, 1.0)  # 0 while max_iter is inf
+            factor = 0.5 * (1 + math.cos(math.pi * done)) if self.decay == "cosine" else 1 - done
         if it < self.warmup_iters:
             alpha = it / self.warmup_iters
             factor *= self.warmup_factor * (1 - alpha) + alpha
         return factor
 
+    def hold(self) -> None:
+        """No decay until `reschedule` says where the schedule ends (a time budget's start)."""
+        self.steps, self.max_iter = [], math.inf
+
+    def reschedule(self, max_iter: int, steps: Sequence[int]) -> None:
+        """The schedule ends at `max_iter` and steps at `steps` (those of a "step" decay)."""
+        self.max_iter, self.steps = max_iter, list(steps)
+
+    def describe(self) -> str:
+        """Where the LR decays, for the log: its steps, or its decay to 0 at max_iter."""
+        if self.decay == "step":
+            return f"LR steps at {self.steps or 'none'}"
+        return f"{self.decay} LR decay to 0 at {self.max_iter}"
+
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: Config
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The solver's warmup + multi-step schedule (WarmupMultiStep), stepped once per iteration."""
+    """The solver's warmup + decay schedule (WarmupSchedule: solver.lr_schedule over
+    solver.max_iter), stepped once per iteration."""
     s = cfg.solver
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupMultiStep(s.warmup_iters, s.warmup_factor, s.steps, s.gamma)
+    schedule = WarmupSchedule(
+        s.warmup_iters, s.warmup_factor, s.steps, s.gamma, s.lr_schedule, s.max_iter
     )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -53,14 +53,15 @@ def epochs_to_iterations(cfg: Config, num_images: int, log: Callable[[str], None
     else:
         s.steps = scaled_steps(s.steps, s.max_iter, new_max)
     s.max_iter = new_max
-    warmup = min(s.warmup_iters, s.steps[0] if s.steps else s.max_iter)
+    stepped = s.lr_schedule == "step"
+    warmup = min(s.warmup_iters, s.steps[0] if s.steps and stepped else s.max_iter)
     warmup_said = f"; warmup cut to {warmup} iterations" if warmup < s.warmup_iters else ""
     s.warmup_iters = warmup
     steps_said = ", ".join(f"{step} (epoch {step / per_epoch:.3g})" for step in s.steps) or "none"
+    decay = f"LR steps at iterations {steps_said}" if stepped else f"{s.lr_schedule} LR decay"
     log(
         f"schedule: {s.max_epochs:g} epochs of {per_epoch} iterations ({num_images} images, "
-        f"{s.ims_per_batch} per iteration) = solver.max_iter={s.max_iter}; LR steps at "
-        f"iterations {steps_said}{warmup_said}"
+        f"{s.ims_per_batch} per iteration) = solver.max_iter={s.max_iter}; {decay}{warmup_said}"
     )
     return per_epoch
 

@@ -6,6 +6,7 @@ is exact wherever the test runs."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -68,6 +69,22 @@ def test_the_schedule_stretches_to_the_budget(tiny_config, monkeypatch):
     ckpt = torch.load(out / "model_final.pth", weights_only=False)
     assert ckpt["budget"]["max_iter"] == 16
     assert ckpt["config"]["solver"]["max_iter"] == 8
+
+
+def test_a_cosine_decay_waits_for_the_budget_and_ends_with_it(tiny_config, monkeypatch):
+    path, out = tiny_config
+    overrides = ["solver.max_seconds=32", "solver.log_period=1", "solver.lr_schedule=cosine"]
+    trainer, lines = _train(path, monkeypatch, overrides)
+    # decided at 7 as above: max_iter 16, the cosine ending there instead of at the config's 8
+    assert trainer.iteration == trainer.max_iter == 16
+    said = [line for line in lines if line.startswith("time budget solver.max_seconds=32")]
+    assert said and "max_iter=16" in said[0] and "cosine LR decay to 0 at 16" in said[0], lines
+    lrs = _lrs(out)  # the LR of iteration k is the scheduler's at index k - 1
+    # held at base_lr after the 2-iteration warmup until the decision (the 8-iteration cosine
+    # would have been at 0.0085 by iteration 3)
+    assert [lrs[k] for k in (3, 4, 5, 6, 7)] == pytest.approx([0.01] * 5)
+    for k in (8, 12, 16):
+        assert lrs[k] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * (k - 1) / 16))), k
 
 
 def test_a_short_budget_shrinks_the_schedule(tiny_config, monkeypatch):

@@ -72,6 +72,13 @@ def test_epochs_become_iterations(tiny_config):
     assert (cfg.solver.max_iter, cfg.solver.steps, cfg.solver.warmup_iters) == (73, [58], 58)
     said = "LR steps at iterations 58 (epoch 0.795); warmup cut to 58 iterations"
     assert lines[-1].endswith(said)
+    # a cosine decay has no step for the warmup to end at: the warmup stays within max_iter
+    cfg = load_config(
+        "configs/real/scratch_R18_FPN.yaml", ["solver.max_epochs=1", "solver.lr_schedule=cosine"]
+    )
+    epochs_to_iterations(cfg, 292, lines.append)
+    assert (cfg.solver.max_iter, cfg.solver.warmup_iters) == (73, 73)
+    assert lines[-1].endswith("solver.max_iter=73; cosine LR decay; warmup cut to 73 iterations")
 
 
 @pytest.mark.parametrize(

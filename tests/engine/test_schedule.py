@@ -1,10 +1,12 @@
 """Learning-rate schedule and optimizer parameter groups."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from detection.config import load_config
+from detection.config import ConfigError, load_config
 from detection.engine.optim import build_optimizer, build_scheduler, param_groups
 
 
@@ -89,3 +91,41 @@ def test_no_fused_sgd_with_a_grad_scaler():
     assert build_optimizer(model, cfg).defaults["fused"]  # CPU has the fused kernel
     scaled = build_optimizer(model, cfg, grad_scaling=True).defaults
     assert not scaled["fused"] and scaled["foreach"]
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_cosine_and_linear_decay_end_at_max_iter(decay):
+    cfg = load_config(
+        None,
+        [
+            "solver.base_lr=0.02",
+            "solver.warmup_iters=10",
+            "solver.warmup_factor=0.1",
+            "solver.steps=[50]",  # unused by these decays
+            "solver.max_iter=100",
+            f"solver.lr_schedule={decay}",
+        ],
+    )
+    opt = build_optimizer(nn.Linear(2, 2), cfg)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(cfg.solver.max_iter):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    if decay == "cosine":
+        shape = lambda t: 0.5 * (1 + math.cos(math.pi * t))  # noqa: E731
+    else:
+        shape = lambda t: 1 - t  # noqa: E731
+    assert lrs[0] == pytest.approx(0.02 * 0.1)  # the warmup multiplies the decay
+    assert lrs[5] == pytest.approx(0.02 * shape(0.05) * (0.1 * 0.5 + 0.5))
+    for it in (10, 50, 51, 75, 99):  # no step at 50: a smooth decay towards 0 at 100
+        assert lrs[it] == pytest.approx(0.02 * shape(it / 100)), it
+    assert lrs[50] == pytest.approx(0.01)  # half way: half the LR, on either curve
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert 0 < lrs[-1] < 0.02 * 0.011  # nearly 0 at the last iteration, never below
+
+
+def test_an_unknown_lr_schedule_is_refused():
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load_config(None, ["solver.lr_schedule=poly"])
