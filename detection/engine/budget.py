@@ -28,6 +28,7 @@ import torch
 
 from ..utils.distributed import broadcast_from_main
 from .base import Hook, TrainerBase
+from .optim import refresh_lr
 
 SKIP = 2  # first iterations left out of the timing
 MIN_TIMED = 8  # timed iterations before the decision
@@ -53,15 +54,6 @@ def replanned_steps(
     rest = sorted(steps)[len(taken) :]
     moved = [max(round(step * new_max_iter / max_iter), iteration + 1) for step in rest]
     return sorted({*taken, *(step for step in moved if step < new_max_iter)})
-
-
-def refresh_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
-    """The next iteration's LR from a schedule changed after this iteration's scheduler step
-    (which has set it already from the schedule as it was)."""
-    for group, base, schedule in zip(
-        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
-    ):
-        group["lr"] = base * schedule(scheduler.last_epoch)
 
 
 class TimeBudgetHook(Hook):

@@ -118,6 +118,15 @@ class WarmupSchedule:
         return f"{self.decay} LR decay to 0 at {self.max_iter}"
 
 
+def refresh_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """The next iteration's LR from a schedule changed since the scheduler last stepped (which
+    set it from the schedule as it was)."""
+    for group, base, schedule in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * schedule(scheduler.last_epoch)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: Config
 ) -> torch.optim.lr_scheduler.LambdaLR:

@@ -32,7 +32,7 @@ from .failures import (
     use_channels_last,
 )
 from .hooks import BestCheckpoint, CheckpointHook, EvalHook, LossMetricsHook
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, refresh_lr
 from .plan import check_test_split, classes_from_data, epochs_to_iterations
 
 # check_training_config and use_channels_last: imported from here by the benchmark and tests
@@ -143,6 +143,12 @@ class Trainer(TrainerBase):
             if problem:
                 warnings.warn(f"resuming {path}: {problem}", stacklevel=3)
         self.budget_state = ckpt.get("budget") or {}
+        if self.budget_state.get("max_iter") is None:
+            # the config's schedule, as for max_iter: a schedule changed on resume (a warning)
+            # applies from here, and a cosine / linear decay ends at the new max_iter rather
+            # than at the checkpoint's (a time budget's decision, when there is one, is kept)
+            self.scheduler.lr_lambdas[0].reschedule(self.max_iter, self.cfg.solver.steps)
+            refresh_lr(self.scheduler)
 
     # -- one step ------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Learning-rate schedule and optimizer parameter groups."""
 
+import json
 import math
 
 import pytest
@@ -129,3 +130,23 @@ def test_cosine_and_linear_decay_end_at_max_iter(decay):
 def test_an_unknown_lr_schedule_is_refused():
     with pytest.raises(ConfigError, match="lr_schedule"):
         load_config(None, ["solver.lr_schedule=poly"])
+
+
+def test_a_resumed_run_follows_the_configs_longer_cosine(tiny_config):
+    from detection.engine.trainer import Trainer
+
+    path, out = tiny_config
+    base = ["solver.lr_schedule=cosine", "solver.checkpoint_period=100"]
+    Trainer(load_config(path, [*base, "solver.max_iter=4"]), log=lambda m: None).train()
+    cfg = load_config(path, [*base, "solver.max_iter=8"])
+    trainer = Trainer(cfg, log=lambda m: None, resume=True)
+    with pytest.warns(UserWarning, match="changed schedule"):
+        trainer.resume()
+    assert trainer.iteration == 4
+    trainer.train()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["iteration"]: r["lr"] for r in records if "lr" in r}
+    # iteration k runs at the scheduler's LR of index k - 1: the 8-iteration cosine from 5 on,
+    # not the 4-iteration one (which ends at 0 and would leave the extension without updates)
+    for k in (5, 6, 7, 8):
+        assert lrs[k] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * (k - 1) / 8))), k
