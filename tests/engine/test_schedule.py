@@ -11,6 +11,18 @@ from detection.config import ConfigError, load_config
 from detection.engine.optim import build_optimizer, build_scheduler, param_groups
 
 
+def lrs_of(cfg) -> list[float]:
+    """The LR of every iteration of cfg's schedule, on a one-layer model."""
+    opt = build_optimizer(nn.Linear(2, 2), cfg)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(cfg.solver.max_iter):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
 def test_warmup_and_steps():
     cfg = load_config(
         None,
@@ -23,14 +35,7 @@ def test_warmup_and_steps():
             "solver.gamma=0.1",
         ],
     )
-    model = nn.Linear(2, 2)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg)
-    lrs = []
-    for _ in range(cfg.solver.max_iter):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = lrs_of(cfg)
     assert lrs[0] == pytest.approx(0.02 * 0.001)  # warmup start
     assert lrs[50] == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))  # half way: linear
     assert lrs[100] == pytest.approx(0.02)  # after warmup
@@ -107,13 +112,7 @@ def test_cosine_and_linear_decay_end_at_max_iter(decay):
             f"solver.lr_schedule={decay}",
         ],
     )
-    opt = build_optimizer(nn.Linear(2, 2), cfg)
-    sched = build_scheduler(opt, cfg)
-    lrs = []
-    for _ in range(cfg.solver.max_iter):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = lrs_of(cfg)
     if decay == "cosine":
         shape = lambda t: 0.5 * (1 + math.cos(math.pi * t))  # noqa: E731
     else:
